@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from samd_common.demo import write_demo_data
+from samd_common.tiny import build_tiny_pair
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny WordPiece student and Unigram teacher model directories (built once)."""
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """Synthetic 9-task data in the canonical layout."""
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_data(out)
+    return out
+
+
+def _shared(sub: str, env: str | None = None) -> Path | None:
+    if env and os.environ.get(env):
+        return Path(os.environ[env])
+    path = REPO.parent / "shared" / "data" / sub
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_eval_dir() -> Path:
+    """Canonical real data (SAMD_EVAL_DIR or ../shared/data/eval)."""
+    path = _shared("eval", "SAMD_EVAL_DIR")
+    if path is None:
+        pytest.skip("real evaluation data not found: set SAMD_EVAL_DIR=../shared/data/eval")
+    return path
+
+
+@pytest.fixture(scope="session")
+def paper_eval_dir() -> Path:
+    """The reference repository's own evaluation files (paper layout)."""
+    path = _shared("samd/multi-data")
+    if path is None:
+        pytest.skip("paper-layout data not found at ../shared/data/samd/multi-data")
+    return path
