@@ -41,6 +41,8 @@ class EvalConfig:
     """Matryoshka dims; None → ``DEFAULT_DIMS`` ∩ ≤ model width, plus the width itself."""
     max_train: int | None = None
     """Cap on the rows of a classifier/threshold training split (stratified, seeded); None = all."""
+    max_test: int | None = None
+    """Cap on test rows (seeded) for quick looks; None = all (needed for comparable numbers)."""
     batch_size: int = 64
     """Texts per encoder forward pass."""
     max_length: int = 256

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="results JSON path (default: print only)")
     p.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all that fit)")
     p.add_argument("--max-train", type=int, help="cap rows of classifier/threshold fit splits")
+    p.add_argument("--max-test", type=int, help="cap test rows (quick looks only)")
     p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="subset of tasks")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=256)
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks=tuple(args.tasks) if args.tasks else None,
         dims=tuple(args.dims) if args.dims else None,
         max_train=args.max_train,
+        max_test=args.max_test,
         batch_size=args.batch_size,
         max_length=args.max_length,
         seed=args.seed,

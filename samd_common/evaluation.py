@@ -145,7 +145,8 @@ def sts_scores(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:
 def _plan(task: TaskData, cfg: EvalConfig) -> dict[str, Split]:
     """Which splits a task needs: test, plus the (capped) split a classifier/threshold fits on."""
     fam, splits = task.spec.family, task.splits
-    plan = {"test": splits["test"]}
+    test = cap_split(splits["test"], cfg.max_test, cfg.seed, stratify=fam == "classification")
+    plan = {"test": test}
     fit_name = "train" if fam == "classification" else "dev" if "dev" in splits else "train"
     if fam != "sts" and fit_name in splits:
         plan["fit"] = cap_split(

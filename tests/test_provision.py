@@ -212,6 +212,11 @@ def test_cli(fake, tmp_path, capsys):
 # ---------------------------------------------------------------- real models
 SENTENCE = "A man is playing a guitar."
 REAL = {"minilm-l6": 384, "e5-small": 384, "embeddinggemma-300m": 768, "mpnet-base": 768}
+BIG = {"embeddinggemma-300m", "mpnet-base"}  # not provisioned by `make test`: slow tier
+
+
+def _tiered(*names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in names]
 
 
 def _real(name: str) -> Path:
@@ -223,7 +228,7 @@ def _real(name: str) -> Path:
 
 
 @pytest.mark.realmodels
-@pytest.mark.parametrize("name", list(REAL))
+@pytest.mark.parametrize("name", _tiered(*REAL))
 def test_real_model_loads(name, monkeypatch):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
@@ -243,8 +248,9 @@ def test_real_model_loads(name, monkeypatch):
 @pytest.mark.realmodels
 @pytest.mark.parametrize(("name", "prompt"), [
     ("minilm-l6", None),
-    ("mpnet-base", None),
-    ("embeddinggemma-300m", "task: sentence similarity | query: "),
+    pytest.param("mpnet-base", None, marks=pytest.mark.slow),
+    pytest.param("embeddinggemma-300m", "task: sentence similarity | query: ",
+                 marks=pytest.mark.slow),
 ])
 def test_real_sentence_transformers(name, prompt, monkeypatch):
     torch = pytest.importorskip("torch")
@@ -262,6 +268,7 @@ def test_real_sentence_transformers(name, prompt, monkeypatch):
 
 
 @pytest.mark.realmodels
+@pytest.mark.slow
 def test_real_gemma_layout():
     path = _real("embeddinggemma-300m")
     modules = json.loads((path / "modules.json").read_text())
