@@ -86,3 +86,71 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view of the config (``dataclasses.asdict``)."""
         return asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds on CPU: tiny random models with two tokenizers, synthetic data (tests, CI).
+    "smoke": {
+        "teacher": "tiny-teacher",
+        "student": "tiny-student",
+        "max_texts": 64,
+        "max_length": 32,
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 5e-4,
+        "max_train": 60,
+        "max_test": None,
+        "dims": None,
+    },
+    # Minutes on a 2-core CPU: the default offline pair on a small clean corpus, capped eval.
+    "demo": {
+        "teacher": "e5-small",
+        "student": "minilm-l6",
+        "max_texts": 640,
+        "max_length": 64,
+        "epochs": 1,
+        "batch_size": 32,
+        "lr": 2e-5,
+        "max_train": 1000,
+        "max_test": 500,
+        "dims": (384, 256, 128, 64),
+    },
+    # The paper setting: 5 epochs, lr 2e-5, batch 32, cosine schedule, full corpus and eval.
+    "full": {
+        "teacher": "e5-small",
+        "student": "minilm-l6",
+        "max_texts": None,
+        "max_length": 128,
+        "epochs": 5,
+        "batch_size": 32,
+        "lr": 2e-5,
+        "max_train": None,
+        "max_test": None,
+        "dims": None,
+    },
+}
+
+
+@dataclass
+class ExperimentConfig:
+    """One distillation run as the notebooks describe it (saved with its results)."""
+
+    method: str  # registry key = notebook name, e.g. "SAMD"
+    teacher: str  # short name, Hugging Face id or local dir
+    student: str  # short name, Hugging Face id or local dir
+    preset: str  # smoke | demo | full
+    seed: int  # seeds everything (data order, dropout, eval subsampling)
+    output_dir: str  # run folder parent (results JSON, student, checkpoints)
+    train_csv: str | None  # corpus (text[,source]); None → build a clean one from eval_dir
+    eval_dir: str | None  # task CSVs; None → $SAMD_EVAL_DIR
+    max_texts: int | None  # corpus cap (seeded sample); None = all
+    max_length: int  # token cap for student and teacher
+    teacher_layers: int  # last teacher layers whose attention is cached
+    params: dict[str, Any]  # method hyper-parameters (validated by the method)
+    train: Any  # training.TrainConfig
+    eval: EvalConfig  # evaluation settings
+    eval_before: bool = True  # also evaluate the undistilled student (the "before" row)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view (``dataclasses.asdict``)."""
+        return asdict(self)

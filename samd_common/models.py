@@ -324,3 +324,70 @@ def load_encoder(
     encoder = SentenceEncoder(backbone, tokenizer, spec, dense, max_length=max_length)
     log.info("loaded %s from %s (pooling=%s, dim=%d)", spec.name, path, spec.pooling, encoder.dim)
     return encoder.to(device)
+
+
+def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
+    """Save as a standard HF directory that ``AutoModel`` *and* sentence-transformers load.
+
+    Writes the backbone and tokenizer (``save_pretrained``), ``modules.json``, the pooling config,
+    ``sentence_bert_config.json``, the prompt, and ``samd_model.json``, so that the same pooling
+    is used wherever the student is loaded.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    encoder.backbone.save_pretrained(path)
+    encoder.tokenizer.save_pretrained(path)
+    spec, width = encoder.spec, encoder.backbone.config.hidden_size
+    modes = {
+        "mean": "pooling_mode_mean_tokens",
+        "cls": "pooling_mode_cls_token",
+        "last_token": "pooling_mode_lasttoken",
+    }
+    if spec.pooling not in modes or encoder.dense is not None:
+        raise ValueError(f"save_encoder supports {sorted(modes)} pooling without a dense head.")
+    pooling = {
+        "word_embedding_dimension": width,
+        "include_prompt": True,
+        **{m: k == spec.pooling for k, m in modes.items()},
+    }
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if spec.normalize:
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    files = {
+        "1_Pooling/config.json": pooling,
+        "modules.json": modules,
+        "sentence_bert_config.json": {"max_seq_length": encoder.max_length, "do_lower_case": False},
+        "config_sentence_transformers.json": {
+            "prompts": {"query": spec.prompt, "document": spec.prompt} if spec.prompt else {},
+            "default_prompt_name": "query" if spec.prompt else None,
+            "similarity_fn_name": "cosine",
+        },
+        "samd_model.json": {
+            "pooling": spec.pooling,
+            "prompt": spec.prompt,
+            "normalize": spec.normalize,
+            "padding_side": spec.padding_side,
+            "distilled_from": spec.name,
+        },
+    }
+    for name, payload in files.items():
+        (path / name).write_text(json.dumps(payload, indent=2))
+    log.info("saved %s to %s", spec.name, path)
+    return path

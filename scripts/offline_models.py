@@ -33,16 +33,24 @@ def main(argv: list[str] | None = None) -> int:
         The process exit code.
     """
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="*", metavar="NAME",
-                    help=f"models to provision (default: {' '.join(prov.DEFAULT_MODELS)})")
+    ap.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"models to provision (default: {' '.join(prov.DEFAULT_MODELS)})",
+    )
     ap.add_argument("--all", action="store_true", help="provision every known model")
     ap.add_argument("--force", action="store_true", help="rebuild even if already provisioned")
-    ap.add_argument("--cache-dir", type=Path,
-                    help=f"cache root (sets ${prov.ENV_VAR}); models go to DIR/models")
+    ap.add_argument(
+        "--cache-dir", type=Path, help=f"cache root (sets ${prov.ENV_VAR}); models go to DIR/models"
+    )
     ap.add_argument("--list", action="store_true", help="list known models and their status")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.cache_dir:
         os.environ[prov.ENV_VAR] = str(args.cache_dir.expanduser().resolve())
 
@@ -62,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         path = prov.provision(n, force=args.force)
         logging.getLogger("offline_models").info(
-            "%s: %.1f s, %.1f MB on disk", n, time.monotonic() - start, prov.dir_size(path) / 1e6)
+            "%s: %.1f s, %.1f MB on disk", n, time.monotonic() - start, prov.dir_size(path) / 1e6
+        )
         print(f"{n}\t{path}", flush=True)
     return 0
 

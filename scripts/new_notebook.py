@@ -1,0 +1,102 @@
+"""Write the thin driver notebook of a registry method (no outputs, one `parameters` cell).
+
+    python scripts/new_notebook.py SAMD            # → CTKD/SAMD.ipynb (family ctkd) or MRL/…
+    python scripts/new_notebook.py --all --force   # regenerate every registry notebook
+
+All notebooks share this one shape (DESIGN.md §2): title, imports, parameters, config, run,
+results table, plot, results path. Edit the template here, not the notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+from samd_common.methods import METHODS, get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = {"ctkd": "CTKD", "mrl": "MRL"}
+
+PARAMETERS = """method: str = "{name}"  # registry key (= this notebook's name)
+teacher: str | None = None  # short name / HF id / local dir; None → preset (demo, full: e5-small)
+student: str | None = None  # short name / HF id / local dir; None → preset (demo, full: minilm-l6)
+train_csv: str | None = None  # corpus CSV (text[,source]); None → $SAMD_TRAIN_CSV or a clean corpus
+eval_dir: str | None = None  # task CSVs; None → $SAMD_EVAL_DIR (smoke: generated demo data)
+preset: str = "full"  # "smoke" (seconds, tiny models) | "demo" (minutes on CPU) | "full" (paper)
+seed: int = 0  # seeds data order, dropout and evaluation subsampling
+output_dir: str | None = None  # None → $SAMD_OUTPUT_DIR or outputs/
+epochs: int | None = None  # None → preset (full: 5)
+lr: float | None = None  # None → preset (full: 2e-5)
+batch_size: int | None = None  # None → preset (full: 32)
+max_texts: int | None = None  # corpus cap; None → preset (full: all)
+params: dict = {{}}  # method hyper-parameters, e.g. {example}"""
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook for registry entry ``name``."""
+    spec = get_method(name)
+    example = "{" + ", ".join(f'"{k}": {v!r}' for k, v in list(spec.defaults.items())[:2]) + "}"
+    cells = [
+        nbformat.v4.new_markdown_cell(
+            f"# {spec.name}: {spec.paper}\n\n{spec.summary}\n\n"
+            f"Runs headless with papermill, e.g. `papermill {FOLDER[spec.family]}/{name}.ipynb "
+            f"out.ipynb -p preset smoke`. All logic lives in `samd_common`."
+        ),
+        nbformat.v4.new_code_cell(
+            "from pathlib import Path\n\nfrom IPython.display import display\n\n"
+            "from samd_common.notebook import make_config, plot_matryoshka, results_table, "
+            "run_experiment"
+        ),
+        nbformat.v4.new_code_cell(
+            PARAMETERS.format(name=name, example=example), metadata={"tags": ["parameters"]}
+        ),
+        nbformat.v4.new_code_cell(
+            "cfg = make_config(method, teacher=teacher, student=student, train_csv=train_csv,\n"
+            "                  eval_dir=eval_dir, preset=preset, seed=seed,\n"
+            "                  output_dir=output_dir,\n"
+            "                  epochs=epochs, lr=lr, batch_size=batch_size, max_texts=max_texts,\n"
+            "                  params=params)\ncfg"
+        ),
+        nbformat.v4.new_code_cell("result = run_experiment(cfg)"),
+        nbformat.v4.new_code_cell("display(results_table(result))"),
+        nbformat.v4.new_code_cell(
+            'plot_matryoshka(result, Path(result.results_path).with_name("matryoshka.png"));'
+        ),
+        nbformat.v4.new_code_cell('print("results:", result.results_path)'),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the requested notebooks."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("names", nargs="*", help="registry keys")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--force", action="store_true", help="overwrite existing notebooks")
+    args = p.parse_args(argv)
+    for name in list(METHODS) if args.all else args.names:
+        spec = get_method(name)
+        path = ROOT / FOLDER[spec.family] / f"{spec.name}.ipynb"
+        if path.exists() and not args.force:
+            print(f"skip {path} (exists; --force to overwrite)")
+            continue
+        path.parent.mkdir(exist_ok=True)
+        nbformat.write(build(spec.name), path)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
