@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 # Real evaluation data: $SAMD_EVAL_DIR, else ../shared/data/eval, else the synthetic demo data.
 EVAL_DIR ?= $(or $(SAMD_EVAL_DIR),$(wildcard ../shared/data/eval),data/demo)
 MODELS ?= minilm-l6 e5-small
-DEMO_ARGS ?= --max-train 2000 --max-test 1000 --dims 384 256 128 64
+DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
 .PHONY: setup models demo test lint validate clean
@@ -17,6 +17,7 @@ setup: .venv/.installed
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 models: setup
@@ -25,15 +26,16 @@ models: setup
 data/demo/stsb_test.csv: | setup
 	$(PY) scripts/prepare_demo_multitask_data.py --out data/demo
 
+# SAMD (e5-small → minilm-l6) through the notebook, `demo` preset; prints before/after tables.
 demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
-	@mkdir -p outputs
-	for m in $(MODELS); do \
-	  $(PY) -m samd_common.evaluate --model $$m --eval-dir $(EVAL_DIR) $(DEMO_ARGS) \
-	    --output outputs/eval-$$m.json || exit 1; \
-	done
+	@mkdir -p $(DEMO_OUT)
+	$(PY) -m papermill CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
+	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
+	$(PY) scripts/show_results.py $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) scripts/validate_notebooks.py
 
 test: models lint
 	SAMD_EVAL_DIR=$(EVAL_DIR) $(PY) -m pytest -rs $(PYTEST_ARGS)

@@ -5,7 +5,8 @@ last-layer token states, the fp16 head-averaged attention of the last ``L`` laye
 sentence embedding, as flat memory-mapped ``.npy`` files plus an index. The folder name is a hash
 of everything that changes those outputs (teacher weights fingerprint, tokenizer, prompt,
 pooling, max_length, layers, the texts); a folder without its ``complete.json`` marker is a
-partial build and is rebuilt, never reused.
+partial build and is rebuilt, never reused. Under multi-GPU training each rank computes its
+shard of the texts into the same files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from samd_common.alignment import token_spans
 from samd_common.config import cache_root
 from samd_common.models import SentenceEncoder
+from samd_common.training import barrier, broadcast_object, dist_info, init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,9 @@ def cache_key(teacher: SentenceEncoder, texts: list[str], max_length: int, layer
     """Everything that changes the cached outputs, as a JSON-able dict."""
     tok = teacher.tokenizer
     text_hash = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
-    vocab_hash = hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()
+    spec = json.loads(tok.backend_tokenizer.to_str())
+    spec.pop("truncation", None), spec.pop("padding", None)  # call state, not identity
+    vocab_hash = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     return {
         "format": FORMAT_VERSION,
         "teacher": teacher.spec.name,
@@ -130,44 +134,67 @@ def build_teacher_cache(
         batch_size: texts per teacher forward.
         cache_dir: parent folder (default ``$SAMD_CACHE_DIR/teacher``).
         show_progress: tqdm bar while building.
+
+    Under DDP (an initialised process group, or ``torchrun``/``accelerate launch``, whose group
+    is joined here) every rank must call this with the same arguments and the build is sharded:
+    rank 0 allocates the memory-mapped files, each rank runs the teacher on every ``world``-th
+    text of the length-sorted order and writes its rows in place, then rank 0 writes the marker
+    and renames the folder; all ranks return the same cache. The ranks share the files, which
+    is given on one machine; across nodes ``cache_dir`` must be on a shared filesystem that
+    keeps concurrent writes from several hosts to disjoint parts of one file (a POSIX-coherent
+    one such as Lustre/GPFS; NFS's client caching does not guarantee this, build on one node
+    there and copy the folder).
     """
+    init_distributed(teacher.device)  # joins a torchrun/accelerate group if there is one
+    rank, world = dist_info()
     key = cache_key(teacher, texts, max_length, layers)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     root = Path(cache_dir or cache_root() / "teacher") / f"{teacher.spec.name}-{digest}"
     marker = root / "complete.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+    hit = marker.is_file() and json.loads(marker.read_text()).get("key") == key
+    if broadcast_object(hit):  # rank 0 decides, so no rank reads a folder another one is replacing
         log.info("teacher cache hit: %s", root)
         return TeacherCache.open(root)
-    if root.exists():
-        log.warning("teacher cache %s is partial or stale: rebuilding", root)
-        shutil.rmtree(root)
     tmp = root.with_name(root.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     spans = token_spans(teacher.tokenizer, texts, max_length, prompt=teacher.spec.prompt)
     lengths = spans.attention_mask.sum(1).astype(np.int64)  # (N,) incl. specials
     tok_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     att_start = np.concatenate([[0], np.cumsum(layers * lengths**2)[:-1]])
     n_tok, d_h = int(lengths.sum()), teacher.backbone.config.hidden_size
-    out = {
-        "pooled": _alloc(tmp, "pooled", (len(texts), teacher.dim), "float32"),
-        "hidden": _alloc(tmp, "hidden", (n_tok, d_h), "float16"),
-        "attn": _alloc(tmp, "attn", (int((layers * lengths**2).sum()),), "float16"),
-        "input_ids": _alloc(tmp, "input_ids", (n_tok,), "int64"),
-        "spans": _alloc(tmp, "spans", (n_tok, 2), "int32"),
-        "real": _alloc(tmp, "real", (n_tok,), "bool"),
-        "index": _alloc(tmp, "index", (len(texts), 3), "int64"),
-    }
-    out["index"][:] = np.stack([tok_start, lengths, att_start], 1)
+    if rank == 0:  # 1) rank 0 clears stale folders and allocates the files
+        if root.exists():
+            log.warning("teacher cache %s is partial or stale: rebuilding", root)
+            shutil.rmtree(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shapes = {
+            "pooled": ((len(texts), teacher.dim), "float32"),
+            "hidden": ((n_tok, d_h), "float16"),
+            "attn": ((int((layers * lengths**2).sum()),), "float16"),
+            "input_ids": ((n_tok,), "int64"),
+            "spans": ((n_tok, 2), "int32"),
+            "real": ((n_tok,), "bool"),
+            "index": ((len(texts), 3), "int64"),
+        }
+        for name, (shape, dtype) in shapes.items():
+            _alloc(tmp, name, shape, dtype).flush()
+        index = np.load(tmp / "index.npy", mmap_mode="r+")
+        index[:] = np.stack([tok_start, lengths, att_start], 1)
+        index.flush()
+        del index
+    barrier()
+    # 2) every rank fills its shard: every world-th text of the length-sorted order, written in
+    # place into the shared memory-mapped files (disjoint rows, so no locking is needed).
+    out = {k: np.load(tmp / f"{k}.npy", mmap_mode="r+") for k in ARRAYS if k != "index"}
     was_training = teacher.training
     teacher.eval()
-    order = np.argsort(-lengths, kind="stable")
+    mine = np.argsort(-lengths, kind="stable")[rank::world]
     for b in tqdm(
-        range(0, len(texts), batch_size),
+        range(0, len(mine), batch_size),
         desc=f"teacher cache {teacher.spec.name}",
-        disable=not show_progress,
+        disable=not show_progress or rank > 0,
     ):
-        idx = order[b : b + batch_size]
+        idx = mine[b : b + batch_size]
         width = int(lengths[idx].max())
         ids = torch.as_tensor(spans.input_ids[idx, :width], device=teacher.device)
         mask = torch.as_tensor(spans.attention_mask[idx, :width], device=teacher.device)
@@ -189,7 +216,10 @@ def build_teacher_cache(
     for arr in out.values():
         arr.flush()
     del out
-    (tmp / "complete.json").write_text(json.dumps({"key": key}, indent=1))
-    tmp.rename(root)
-    log.info("teacher cache built: %s (%d texts, %d tokens)", root, len(texts), n_tok)
+    barrier()  # 3) all shards are on disk: rank 0 marks the build complete
+    if rank == 0:
+        (tmp / "complete.json").write_text(json.dumps({"key": key}, indent=1))
+        tmp.rename(root)
+        log.info("teacher cache built: %s (%d texts, %d tokens)", root, len(texts), n_tok)
+    barrier()
     return TeacherCache.open(root)

@@ -323,7 +323,7 @@ def load_encoder(
         dense = dense.to(backbone.dtype)
     encoder = SentenceEncoder(backbone, tokenizer, spec, dense, max_length=max_length)
     log.info("loaded %s from %s (pooling=%s, dim=%d)", spec.name, path, spec.pooling, encoder.dim)
-    return encoder.to(device)
+    return encoder.to(device).eval()
 
 
 def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:

@@ -27,7 +27,7 @@ from samd_common.demo import write_demo_data
 from samd_common.evaluation import evaluate_suite
 from samd_common.methods import TeacherInfo, get_method
 from samd_common.models import load_encoder, save_encoder
-from samd_common.results import record_results, suite_table
+from samd_common.results import comparison_table, record_results
 from samd_common.tiny import build_tiny_pair
 from samd_common.training import TrainConfig, seed_everything, train
 
@@ -96,7 +96,7 @@ def make_config(
         or (str(env_path("SAMD_TRAIN_CSV", None) or "") or None if use_env else None),
         eval_dir=eval_dir
         or (str(env_path("SAMD_EVAL_DIR", None) or "") or None if use_env else None),
-        max_texts=max_texts if max_texts is not None else p["max_texts"],
+        max_texts=max_texts or p["max_texts"],
         max_length=max_length or p["max_length"],
         teacher_layers=teacher_layers,
         params={**spec.defaults, **(params or {})},
@@ -238,15 +238,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
 
 def results_table(result: ExperimentResult) -> pd.DataFrame:
     """Main score per task (rows) × dim, undistilled student next to the distilled one."""
-    keys = ["family", "task", "metric"]
-    after = suite_table(result.metrics, result.dims).set_index(keys)
-    after.columns = [f"{result.config.method}@{d}" for d in after.columns]
-    if not result.metrics_before:
-        return after
-    before = suite_table(result.metrics_before, result.dims).set_index(keys)
-    before.columns = [f"before@{d}" for d in before.columns]
-    order = [c for d in result.dims for c in (f"before@{d}", f"{result.config.method}@{d}")]
-    return before.join(after)[order].round(2)
+    return comparison_table(
+        result.metrics, result.metrics_before, result.dims, result.config.method
+    )
 
 
 def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
@@ -254,17 +248,20 @@ def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
+    colors = {"id": "tab:blue", "ood": "tab:orange"}
     for label, metrics, style in (
         ("before", result.metrics_before, "--"),
         (result.config.method, result.metrics, "-"),
     ):
-        for group in ("id", "ood"):
+        for group, color in colors.items():
             ys = [metrics.get(f"avg/all/{group}@{d}") for d in result.dims]
             if metrics and all(y is not None for y in ys):
-                ax.plot(result.dims, ys, style, marker="o", label=f"{label} {group}")
+                ax.plot(result.dims, ys, style, color=color, marker="o", label=f"{label} {group}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("embedding dim")
-    ax.set_ylabel("avg main score")
+    ax.set_xticks(result.dims, [str(d) for d in result.dims])
+    ax.minorticks_off()
+    ax.set_xlabel("embedding dim (Matryoshka prefix)")
+    ax.set_ylabel("average main score")
     ax.legend(fontsize=7)
     fig.tight_layout()
     if path is not None:

@@ -147,6 +147,21 @@ def suite_table(metrics: dict[str, float], dims: list[int] | None = None) -> pd.
     return pd.DataFrame(rows)
 
 
+def comparison_table(
+    after: dict[str, float], before: dict[str, float] | None, dims: list[int], method: str
+) -> pd.DataFrame:
+    """Main score per task × dim, ``before@d`` (undistilled student) next to ``{method}@d``."""
+    keys = ["family", "task", "metric"]
+    table = suite_table(after, dims).set_index(keys)
+    table.columns = [f"{method}@{d}" for d in table.columns]
+    if before:
+        old = suite_table(before, dims).set_index(keys)
+        old.columns = [f"before@{d}" for d in old.columns]
+        order = [c for d in dims for c in (f"before@{d}", f"{method}@{d}")]
+        table = old.join(table)[order]
+    return table.round(2)
+
+
 def format_table(metrics: dict[str, float], dims: list[int] | None = None) -> str:
     """``suite_table`` as fixed-width text with two decimals."""
     table = suite_table(metrics, dims)

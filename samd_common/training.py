@@ -4,24 +4,33 @@
 accumulation and clipping, bf16 autocast on GPUs, seeded data order, tqdm progress, per-epoch
 atomic checkpoints with exact resume, and non-finite-loss skipping. ``method`` is the method's
 loss module: it owns the student and any projections, and ``method(batch, step, total_steps)``
-returns ``(loss, logs)``. Under ``torchrun``/``accelerate launch`` the same loop runs with DDP.
+returns ``(loss, logs)``.
+
+Under ``torchrun``/``accelerate launch`` the same loop runs with DDP (gloo on CPU, nccl on CUDA):
+the global batches are those of one process (``GlobalBatchSampler``), each rank takes a
+contiguous slice, and the losses are written so that DDP's gradient average equals the
+single-process gradient (``samd_common.losses.common``). ``tests/test_distributed.py`` checks
+that two CPU processes end with the weights of one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,12 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # per-epoch checkpoints (None = no checkpoints)
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
     show_progress: bool = True  # tqdm bar
+    # DDP only: search the graph for parameters without a gradient each step. Needed whenever
+    # some trainable parameter gets no gradient (a BERT backbone's pooler under mean/CLS
+    # pooling, a switched-off projection); SAMD's skipped L_SAM steps alone would not need it,
+    # since the attention weights always feed the output. Turn off for a small speed-up only
+    # when every parameter is used on every step.
+    find_unused_parameters: bool = True
 
 
 @dataclass
@@ -133,75 +148,222 @@ def param_groups(method: nn.Module, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Seeded global batches, each cut into one contiguous slice per rank.
+
+    Per epoch it draws one permutation of the dataset from a generator seeded with
+    ``seed + epoch``, cuts it into global batches of ``batch_size`` (the incomplete tail is
+    dropped) and yields this rank's slice ``[rank·b, (rank+1)·b)`` of each, ``b = batch_size /
+    world``. The global batches are therefore the same for every world size, so a DDP run sees
+    exactly the data of a single-process run, and the order depends only on (seed, epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
+        if batch_size <= 0 or world <= 0 or not 0 <= rank < world:
+            raise ValueError(
+                f"Need batch_size ≥ 1, world ≥ 1, 0 ≤ rank < world; got "
+                f"{batch_size}, {world}, {rank}."
+            )
+        if batch_size % world:
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by the world size {world}: each rank "
+                f"takes batch_size / world texts of every global batch; pick a multiple of {world}."
+            )
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(self.n, generator=gen)
+        local = self.batch_size // self.world
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            first = start + self.rank * local
+            yield perm[first : first + local].tolist()
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised process group; ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the ``torchrun``/``accelerate launch`` process group if there is one; return the device.
+
+    With ``WORLD_SIZE > 1`` in the environment and no initialised group, this initialises one from
+    the launcher's variables (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``): ``nccl`` when ``device``
+    is a CUDA device, ``gloo`` otherwise. On CUDA the rank's device is ``cuda:LOCAL_RANK`` (it
+    becomes the current device). Without a launcher nothing happens and ``device`` is returned.
+    """
+    device = torch.device(device)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if device.type == "cuda" and (launched or dist_info()[1] > 1):
+        local = os.environ.get("LOCAL_RANK")
+        device = torch.device("cuda", int(local) if local is not None else device.index or 0)
+        torch.cuda.set_device(device)
+    if launched and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        log.info("rank %d of %d joined the process group (%s)", *dist_info(), device)
+    return device
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (picklable) on every rank; identity without a process group."""
+    if dist_info()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait for every rank; no-op without a process group."""
+    if dist_info()[1] > 1:
+        dist.barrier()
+
+
+def _all_finite(loss: torch.Tensor, world: int) -> tuple[bool, float]:
+    """Whether the loss is finite on every rank, and its mean over ranks (one collective).
+
+    All ranks must agree to skip a step: under DDP a rank that skipped its backward while the
+    others ran theirs would wait forever in the gradient all-reduce.
+    """
+    value = loss.detach().float()
+    if world == 1:
+        return bool(torch.isfinite(value)), float(value)
+    stats = torch.stack([(~torch.isfinite(value)).float(), value.nan_to_num(0.0, 0.0, 0.0)])
+    dist.all_reduce(stats)
+    return bool(stats[0] == 0), float(stats[1]) / world
+
+
+def _resume(
+    folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world: int
+) -> History | None:
+    """Load rank 0's newest checkpoint on every rank; return its history (None: none found)."""
+    ckpt = broadcast_object(latest_checkpoint(folder) if rank == 0 else None)
+    if ckpt is None:
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # copied onto the device
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    rngs = state.get("rng_ranks") or [state["rng"]]
+    if len(rngs) != world:
+        log.warning("checkpoint has RNG states of %d ranks, running %d", len(rngs), world)
+    _set_rng_state(rngs[rank % len(rngs)])
+    log.info("resumed from %s (epoch %d done)", ckpt, state["history"]["epochs_done"])
+    return History(**state["history"])
+
+
+def _save(path: Path, method: nn.Module, optimizer, hist: History, cfg: TrainConfig) -> None:
+    """Rank 0 writes the checkpoint (with every rank's RNG state); the others wait for it."""
+    rank, world = dist_info()
+    rngs = [_rng_state()]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, _rng_state())
+    if rank == 0:
+        payload = {
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rngs[0],
+            "history": asdict(hist),
+            "config": asdict(cfg),
+        }
+        save_checkpoint(path, payload | ({"rng_ranks": rngs} if world > 1 else {}))
+    barrier()
+
+
+def _fail_nonfinite(hist: History, step: int, cfg: TrainConfig) -> None:
+    log.warning("non-finite loss at step %d (%d skipped)", step, hist.skipped_nonfinite)
+    if hist.skipped_nonfinite > cfg.max_nonfinite:
+        raise RuntimeError(
+            f"{hist.skipped_nonfinite} non-finite losses (limit {cfg.max_nonfinite});"
+            " lower the learning rate, disable bf16 or check the inputs."
+        )
+
+
 def train(
     method: nn.Module, dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None = None
 ) -> History:
     """Train ``method`` (its student and projections) on ``dataset``; return the history.
 
+    Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the process group is joined
+    here if needed, the method is moved to the rank's device and wrapped in DDP, every rank
+    takes its slice of the same global batches (``GlobalBatchSampler``) and contrastive losses
+    gather their candidates across ranks, so the result matches one process on the whole
+    ``cfg.batch_size`` batch. Only rank 0 writes checkpoints and shows progress; the returned
+    history holds this rank's logs except ``loss``, the mean over ranks.
+
     Raises:
+        ValueError: ``cfg.batch_size`` not divisible by the world size, or fewer texts than
+            one optimizer step needs.
         RuntimeError: after ``cfg.max_nonfinite`` non-finite losses.
     """
-    seed_everything(cfg.seed)
-    device = method.student.device
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    model = nn.parallel.DistributedDataParallel(method) if distributed else method
-    rank = torch.distributed.get_rank() if distributed else 0
-    world = torch.distributed.get_world_size() if distributed else 1
+    device = init_distributed(method.student.device)
+    rank, world = dist_info()
+    method.to(device)
+    seed_everything(cfg.seed + rank)  # per-rank dropout masks; rank 0 = single process
     optimizer = torch.optim.AdamW(param_groups(method, cfg), weight_decay=cfg.weight_decay)
-    gen = torch.Generator()
-    sampler = None
-    if distributed:
-        sampler = torch.utils.data.DistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed
-        )
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    loader_gen = torch.Generator()  # worker seeds; keeps the global RNG for the model alone
     loader = DataLoader(
         dataset,
-        batch_size=cfg.batch_size // world,
-        shuffle=sampler is None,
-        sampler=sampler,
-        generator=gen,
+        batch_sampler=sampler,
         collate_fn=collate_fn,
-        drop_last=True,
         num_workers=cfg.num_workers,
+        generator=loader_gen,
     )
     steps_per_epoch = len(loader) // cfg.grad_accum
-    total = max(1, steps_per_epoch * cfg.epochs)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} texts make no optimizer step of batch_size={cfg.batch_size} × "
+            f"grad_accum={cfg.grad_accum}; lower the batch size or add texts."
+        )
+    total = steps_per_epoch * cfg.epochs
     hist, start_epoch = History(), 0
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    if cfg.resume and ckpt_dir and (ckpt := latest_checkpoint(ckpt_dir)) is not None:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-        hist = History(**state["history"])
-        start_epoch = hist.epochs_done
-        log.info("resumed from %s (epoch %d done)", ckpt, start_epoch)
+    if cfg.resume and ckpt_dir and (resumed := _resume(ckpt_dir, method, optimizer, rank, world)):
+        hist, start_epoch = resumed, resumed.epochs_done
+    model = method
+    if world > 1:  # after loading: DDP broadcasts rank 0's weights once more at construction
+        model = nn.parallel.DistributedDataParallel(
+            method,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters,
+        )
     use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     step = start_epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank)
+    bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank > 0)
     method.train()
     for epoch in range(start_epoch, cfg.epochs):
-        gen.manual_seed(cfg.seed + epoch)  # data order depends only on (seed, epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)  # data order depends only on (seed, epoch)
+        loader_gen.manual_seed(cfg.seed + epoch)
         micro = 0
-        for batch in loader:
+        for batch in itertools.islice(loader, steps_per_epoch * cfg.grad_accum):
             tick = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss, logs = model(_to(batch, device), step, total)
-            if not torch.isfinite(loss):
+            last = (micro + 1) % cfg.grad_accum == 0  # DDP syncs gradients on the last only
+            sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, logs = model(_to(batch, device), step, total)
+                finite, mean_loss = _all_finite(loss, world)
+                if finite:
+                    (loss / cfg.grad_accum).backward()
+            if not finite:
                 hist.skipped_nonfinite += 1
                 optimizer.zero_grad(set_to_none=True)
-                log.warning("non-finite loss at step %d (%d skipped)", step, hist.skipped_nonfinite)
-                if hist.skipped_nonfinite > cfg.max_nonfinite:
-                    raise RuntimeError(
-                        f"{hist.skipped_nonfinite} non-finite losses (limit {cfg.max_nonfinite});"
-                        " lower the learning rate, disable bf16 or check the inputs."
-                    )
+                _fail_nonfinite(hist, step, cfg)
                 continue
-            (loss / cfg.grad_accum).backward()
             micro += 1
-            if micro % cfg.grad_accum:
+            if not last:
                 continue
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * get_lr(step, total, cfg)
@@ -209,23 +371,15 @@ def train(
                 nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            logs = {**logs, "loss": mean_loss} if world > 1 else logs
             hist.step_times.append(time.perf_counter() - tick)
             hist.steps.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **logs})
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{logs.get('loss', float(loss)):.4f}")
+            bar.set_postfix(loss=f"{logs.get('loss', mean_loss):.4f}")
         hist.epochs_done = epoch + 1
-        if ckpt_dir is not None and rank == 0:
-            save_checkpoint(
-                ckpt_dir / f"epoch-{epoch + 1}.pt",
-                {
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(),
-                    "history": asdict(hist),
-                    "config": asdict(cfg),
-                },
-            )
+        if ckpt_dir is not None:
+            _save(ckpt_dir / f"epoch-{epoch + 1}.pt", method, optimizer, hist, cfg)
     bar.close()
     method.eval()
     return hist

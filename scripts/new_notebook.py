@@ -20,18 +20,18 @@ from samd_common.methods import METHODS, get_method
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = {"ctkd": "CTKD", "mrl": "MRL"}
 
-PARAMETERS = """method: str = "{name}"  # registry key (= this notebook's name)
-teacher: str | None = None  # short name / HF id / local dir; None → preset (demo, full: e5-small)
-student: str | None = None  # short name / HF id / local dir; None → preset (demo, full: minilm-l6)
-train_csv: str | None = None  # corpus CSV (text[,source]); None → $SAMD_TRAIN_CSV or a clean corpus
-eval_dir: str | None = None  # task CSVs; None → $SAMD_EVAL_DIR (smoke: generated demo data)
-preset: str = "full"  # "smoke" (seconds, tiny models) | "demo" (minutes on CPU) | "full" (paper)
+PARAMETERS = """method: str = "{name}"  # registry key, the name of this notebook
+teacher: str = ""  # short name, HF id or local dir; empty means preset choice (demo and full: e5-small)
+student: str = ""  # short name, HF id or local dir; empty means preset choice (demo and full: minilm-l6)
+train_csv: str = ""  # corpus CSV (text, source); empty means $SAMD_TRAIN_CSV or a clean built corpus
+eval_dir: str = ""  # folder of task CSVs; empty means $SAMD_EVAL_DIR (smoke: generated demo data)
+preset: str = "full"  # smoke (seconds, tiny models), demo (minutes on CPU) or full (paper)
 seed: int = 0  # seeds data order, dropout and evaluation subsampling
-output_dir: str | None = None  # None → $SAMD_OUTPUT_DIR or outputs/
-epochs: int | None = None  # None → preset (full: 5)
-lr: float | None = None  # None → preset (full: 2e-5)
-batch_size: int | None = None  # None → preset (full: 32)
-max_texts: int | None = None  # corpus cap; None → preset (full: all)
+output_dir: str = ""  # empty means $SAMD_OUTPUT_DIR or outputs
+epochs: int = 0  # 0 means preset value (full: 5)
+lr: float = 0.0  # 0 means preset value (full: 2e-5)
+batch_size: int = 0  # 0 means preset value (full: 32)
+max_texts: int = 0  # corpus cap; 0 means preset value (full: all texts)
 params: dict = {{}}  # method hyper-parameters, e.g. {example}"""
 
 

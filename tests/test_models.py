@@ -98,3 +98,20 @@ def test_dense_head_is_read_from_sentence_transformers_layout(tmp_path):
     x = torch.randn(2, 4)
     assert torch.allclose(head(x), x @ weight.T)
     assert spec_from_directory(tmp_path).dense is True
+
+
+def test_saved_student_loads_in_transformers_and_sentence_transformers(tiny_dirs, tmp_path):
+    from transformers import AutoModel
+
+    from samd_common.models import save_encoder
+
+    enc = load_encoder(str(tiny_dirs["student"]), device="cpu")
+    texts = ["A man is playing a guitar.", "東京 café"]
+    path = save_encoder(enc, tmp_path / "student")
+    assert AutoModel.from_pretrained(path).config.hidden_size == 32
+    reloaded = load_encoder(str(path), device="cpu")
+    assert reloaded.spec.pooling == "mean"
+    np.testing.assert_allclose(reloaded.encode(texts), enc.encode(texts), atol=1e-6)
+    st = pytest.importorskip("sentence_transformers", reason="pip install -e '.[dev]'")
+    ref = st.SentenceTransformer(str(path), device="cpu").encode(texts)
+    np.testing.assert_allclose(ref, enc.encode(texts), atol=1e-5)

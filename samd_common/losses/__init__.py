@@ -21,8 +21,10 @@ from samd_common.losses.samd import (
     span_attention_cka_loss,
     span_group_hidden_loss,
 )
+from samd_common.losses.simcse import SimCSELoss
 
 __all__ = [
+    "SimCSELoss",
     "MRD_DIMS",
     "SAMDLoss",
     "SAMDParams",

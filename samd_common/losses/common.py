@@ -2,6 +2,14 @@
 
 Everything here is a pure function on tensors (no model calls, no device moves). Shape symbols
 are those of the package docstring (``B``, ``T_s``, ``T_t``, ``D_s``, ``D_t``, ``K``).
+
+Under DDP (an initialised ``torch.distributed`` process group) each rank holds ``B`` of the
+``W·B`` texts of the global batch. The rule followed here: a loss returned on a rank is chosen so
+that its *mean over ranks* equals the single-process loss on the global batch, and so is its
+gradient once DDP has averaged the ranks' gradients. Per-sample means over the local batch
+satisfy this as they are; ``info_nce`` gathers its candidates (``gather_across_ranks``) and
+``masked_mean_across_ranks`` divides by the global count. Both are collectives: every rank must
+call them, in the same order.
 """
 
 from __future__ import annotations
@@ -15,15 +23,73 @@ import torch.nn.functional as F
 MRD_DIMS: tuple[int, ...] = (64, 128, 256, 384, 512, 768)  # SAMD's default Matryoshka dims
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+def _rank_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised process group, ``(0, 1)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def gather_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` of every rank along dim 0, in rank order, keeping the autograd graph.
+
+    The backward pass sums, for this rank's rows, the gradients every rank's loss sends to them
+    (reduce-scatter); identity without a process group or with one rank.
+
+    Args:
+        x: (B, ...) tensor; the same shape on every rank.
+
+    Returns:
+        (W·B, ...) tensor; rows ``[r·B, (r+1)·B)`` come from rank ``r``.
+    """
+    _, world = _rank_world()
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather  # autograd-aware collective
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def masked_mean_across_ranks(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the ``mask``-ed entries of the *global* batch, DDP-ready.
+
+    ``L_r = W · Σ_local values·mask / max(1, Σ_all ranks mask)``: its mean over the ``W`` ranks
+    (what DDP's gradient averaging takes) is the single-process masked mean over the global
+    batch, even when ranks keep different numbers of entries. Without a process group this is
+    the plain masked mean ``Σ values·mask / max(1, Σ mask)``. The count carries no gradient.
+
+    Args:
+        values: (...) per-entry losses.
+        mask: (...) bool or 0/1 weights, same shape.
+
+    Returns:
+        0-d tensor.
+    """
+    _, world = _rank_world()
+    mask = mask.to(values.dtype)
+    count = mask.detach().sum()
+    if world > 1:
+        torch.distributed.all_reduce(count)
+    return world * (values * mask).sum() / count.clamp_min(1)
+
+
+def info_nce(
+    a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, gather: bool = True
+) -> torch.Tensor:
     """In-batch InfoNCE of SimCSE (one direction, a → b, positives on the diagonal).
 
     ``L = −mean_i log softmax_j(cos(a_i, b_j) / τ)[i]``
+
+    Under DDP the negatives are the whole global batch: the rows are this rank's anchors, the
+    columns every rank's positives (``gather_across_ranks``), the targets offset by
+    ``rank·B``; the returned value is the mean over the local anchors (see the module note).
 
     Args:
         a: (B, D) anchor embeddings (first dropout pass).
         b: (B, D) positive embeddings (second pass); the other rows are the negatives.
         temperature: τ > 0.
+        gather: take the negatives from all ranks when a process group is initialised (then
+            every rank must call this); False keeps them local.
 
     Returns:
         0-d tensor, the mean loss over the batch.
@@ -44,8 +110,17 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> tor
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (SimCSE uses 0.05–0.07), got {temperature}.")
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
-    logits = a @ b.T / temperature  # (B, B)
-    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+    rank, world = _rank_world() if gather else (0, 1)
+    candidates = gather_across_ranks(b) if world > 1 else b  # (W·B, D), rank r at [r·B, (r+1)·B)
+    logits = a @ candidates.T / temperature  # (B, W·B): local anchors × global candidates
+    # Gradient scaling under DDP: this rank returns L_r = mean of its B anchors' terms, so the
+    # global loss (mean over W·B anchors) is L = (1/W)·Σ_r L_r. ∂L_r reaches the parameters of
+    # rank r through its anchors a_r and, via the gather, through every rank's positives; the
+    # gather's backward hands rank r' the sum Σ_r ∂L_r/∂b_r'. Rank r' therefore holds
+    # ∂L_r'/∂a_r'·∂a_r'/∂θ + Σ_r ∂L_r/∂b_r'·∂b_r'/∂θ, and DDP's average over ranks (÷W) is
+    # exactly ∂L/∂θ: no extra factor is needed (checked in tests/test_distributed.py).
+    targets = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]
+    return F.cross_entropy(logits, targets)
 
 
 def _check_dims(dims: Sequence[int], widths: Sequence[int], weights=None) -> list[float]:
@@ -80,7 +155,7 @@ def matryoshka_info_nce(
 ) -> torch.Tensor:
     """InfoNCE summed over nested prefixes of the embeddings (Matryoshka Representation Learning).
 
-    ``L = Σ_m w_m · InfoNCE(a[:, :m], b[:, :m])``
+    ``L = Σ_m w_m · InfoNCE(a[:, :m], b[:, :m])`` (negatives from all ranks under DDP)
 
     Args:
         a: (B, D) anchor embeddings.

@@ -1,0 +1,141 @@
+"""Benchmark: KD step overhead vs plain SimCSE, and vectorised vs naive span alignment.
+
+    python scripts/bench.py --output bench.json [--teacher e5-small] [--student minilm-l6]
+        [--methods SAMD] [--steps 24] [--batch-size 32] [--max-length 64]
+
+All variants run in one process on the same batches, interleaved step by step; ratios are
+against the SimCSE step of the same run (DESIGN.md §8 targets: KD-with-cache ≤ 1.15× SimCSE,
+vectorised alignment ≥ 20× the naive loops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from samd_common.alignment import token_spans
+from samd_common.batching import DistillDataset
+from samd_common.bench import (
+    alignment_speed,
+    cached_batches,
+    interleaved_times,
+    live_teacher_batches,
+    summarize_times,
+    training_step,
+)
+from samd_common.cache import build_teacher_cache
+from samd_common.config import env_path
+from samd_common.corpus import build_corpus
+from samd_common.losses import SimCSELoss
+from samd_common.methods import METHODS, TeacherInfo, get_method
+from samd_common.models import load_encoder
+from samd_common.results import environment_info, write_json_atomic
+from samd_common.tiny import synthetic_sentences
+
+
+def corpus_texts(eval_dir: Path | None, n: int) -> list[str]:
+    """``n`` clean corpus texts from the suite's train splits (synthetic if no data)."""
+    if eval_dir is None or not eval_dir.is_dir():
+        return synthetic_sentences(n)
+    frame, _ = build_corpus(eval_dir, n_per_source=n // 4 + 1, seed=0)
+    return frame["text"].sample(n=min(n, len(frame)), random_state=0).tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the JSON report."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--teacher", default="e5-small")
+    p.add_argument("--student", default="minilm-l6")
+    p.add_argument("--methods", nargs="+", default=["SAMD"], help="registry keys or 'all'")
+    p.add_argument("--eval-dir", type=Path, default=env_path("SAMD_EVAL_DIR", None))
+    p.add_argument("--steps", type=int, default=24, help="measured steps per variant")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--no-live", action="store_true", help="skip the live-teacher SAMD row")
+    p.add_argument("--output", type=Path, default=Path("bench.json"))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    methods = (
+        [m for m in METHODS if get_method(m).needs_teacher]
+        if args.methods == ["all"]
+        else [get_method(m).name for m in args.methods]
+    )
+    texts = corpus_texts(args.eval_dir, args.batch_size * (args.steps + args.warmup))
+    student = load_encoder(
+        args.student, device="cpu", max_length=args.max_length, attn_implementation="eager"
+    )
+    teacher = load_encoder(
+        args.teacher, device="cpu", max_length=args.max_length, attn_implementation="eager"
+    )
+    t0 = time.perf_counter()
+    cache = build_teacher_cache(teacher, texts, args.max_length)
+    cache_s = time.perf_counter() - t0
+    dataset = DistillDataset(texts, student.tokenizer, args.max_length, student.spec.prompt, cache)
+    plain = DistillDataset(texts, student.tokenizer, args.max_length, student.spec.prompt)
+    info = TeacherInfo(args.teacher, cache.dim, cache.hidden_dim, 1)
+    total = 1000
+    steps = {
+        "SimCSE": training_step(
+            SimCSELoss(copy.deepcopy(student)), cached_batches(plain, args.batch_size), total
+        )
+    }
+    for name in methods:
+        module = get_method(name).build(copy.deepcopy(student), info, {})
+        steps[f"{name} (cache)"] = training_step(
+            module, cached_batches(dataset, args.batch_size), total
+        )
+    if "SAMD" in methods and not args.no_live:
+        live = get_method("SAMD").build(copy.deepcopy(student), info, {})
+        steps["SAMD (live teacher)"] = training_step(
+            live, live_teacher_batches(dataset, teacher, args.batch_size, args.max_length), total
+        )
+    rows = summarize_times(interleaved_times(steps, args.steps, args.warmup), "SimCSE")
+    long_texts = [" ".join(texts[i : i + 12]) for i in range(0, 32 * 12, 12)]
+    align = alignment_speed(
+        token_spans(student.tokenizer, long_texts, 128),
+        token_spans(teacher.tokenizer, long_texts, 128, teacher.spec.prompt),
+    )
+    report = {
+        "env": environment_info(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "teacher_cache_build_s": cache_s,
+        "n_texts": len(texts),
+        "steps": rows,
+        "alignment": align,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    write_json_atomic(args.output, report)
+    print(
+        f"\n{args.teacher} → {args.student}, batch {args.batch_size}, max_length "
+        f"{args.max_length}, {args.steps} steps per variant, interleaved"
+    )
+    print(f"{'variant':24s} {'median s':>9s} {'mean s':>8s} {'×SimCSE med':>12s} {'×mean':>7s}")
+    for name, r in rows.items():
+        print(
+            f"{name:24s} {r['median_s']:9.3f} {r['mean_s']:8.3f} {r['ratio_median']:12.2f} "
+            f"{r['ratio_mean']:7.2f}"
+        )
+    print(
+        f"alignment {align['shape']}: vectorised {align['vectorised_s'] * 1e3:.1f} ms, naive "
+        f"{align['naive_s'] * 1e3:.0f} ms → {align['speedup']:.0f}× (target ≥ 20×)"
+    )
+    print(
+        f"teacher cache build {cache_s:.1f} s for {len(texts)} texts; peak RSS "
+        f"{report['peak_rss_mb']:.0f} MB; wrote {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

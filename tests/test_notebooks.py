@@ -1,0 +1,40 @@
+"""Notebook tier: every notebook runs headless through papermill with ``preset="smoke"``."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from samd_common.methods import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted([*REPO.glob("CTKD/*.ipynb"), *REPO.glob("MRL/*.ipynb")])
+
+
+def test_validate_notebooks_script_passes():
+    out = subprocess.run([sys.executable, "scripts/validate_notebooks.py"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert {p.stem for p in NOTEBOOKS} == set(METHODS)
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_smoke_run(notebook, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               parameters={"preset": "smoke", "output_dir": str(tmp_path)},
+                               cwd=str(REPO), progress_bar=False)
+    results = list(tmp_path.glob("*/results.json"))
+    assert len(results) == 1
+    payload = json.loads(results[0].read_text())
+    assert payload["method"] == notebook.stem
+    main = [v for k, v in payload["metrics"].items() if k.startswith("avg/all/")]
+    assert main and all(math.isfinite(v) for v in main)
+    assert payload["metrics_before"] and payload["env"]["torch"]
+    assert (results[0].parent / "matryoshka.png").is_file()
