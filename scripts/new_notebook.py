@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDER = {"ctkd": "CTKD", "mrl": "MRL"}
 
 PARAMETERS = """method: str = "{name}"  # registry key, the name of this notebook
-teacher: str = ""  # short name, HF id or local dir; empty means preset choice (demo and full: e5-small)
-student: str = ""  # short name, HF id or local dir; empty means preset choice (demo and full: minilm-l6)
-train_csv: str = ""  # corpus CSV (text, source); empty means $SAMD_TRAIN_CSV or a clean built corpus
+teacher: str = ""  # short name, HF id or local dir; empty means the preset choice (e5-small)
+student: str = ""  # short name, HF id or local dir; empty means the preset choice (minilm-l6)
+train_csv: str = ""  # corpus CSV (text, source); empty means $SAMD_TRAIN_CSV or a clean corpus
 eval_dir: str = ""  # folder of task CSVs; empty means $SAMD_EVAL_DIR (smoke: generated demo data)
 preset: str = "full"  # smoke (seconds, tiny models), demo (minutes on CPU) or full (paper)
 seed: int = 0  # seeds data order, dropout and evaluation subsampling

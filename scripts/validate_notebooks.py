@@ -54,6 +54,14 @@ def check_notebook(path: Path) -> list[str]:
             for t in ([node.target] if isinstance(node, ast.AnnAssign) else node.targets)
             if isinstance(t, ast.Name)
         }
+        from papermill.translators import PythonTranslator
+
+        inferred = {p.name for p in PythonTranslator.inspect(params[0])}
+        if set(names) - inferred:
+            problems.append(
+                f"{path}: papermill cannot parse {sorted(set(names) - inferred)} "
+                f"(one `name: type = value  # help` per line, no '=' in the help)"
+            )
         missing = [n for n in REQUIRED if n not in names]
         if missing:
             problems.append(f"{path}: parameters cell lacks {missing}")

@@ -17,8 +17,9 @@ NOTEBOOKS = sorted([*REPO.glob("CTKD/*.ipynb"), *REPO.glob("MRL/*.ipynb")])
 
 
 def test_validate_notebooks_script_passes():
-    out = subprocess.run([sys.executable, "scripts/validate_notebooks.py"], cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/validate_notebooks.py"], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert {p.stem for p in NOTEBOOKS} == set(METHODS)
 
@@ -27,9 +28,14 @@ def test_validate_notebooks_script_passes():
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_smoke_run(notebook, tmp_path):
     papermill = pytest.importorskip("papermill")
-    papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                               parameters={"preset": "smoke", "output_dir": str(tmp_path)},
-                               cwd=str(REPO), progress_bar=False)
+    papermill.execute_notebook(
+        str(notebook),
+        str(tmp_path / "out.ipynb"),
+        kernel_name="python3",
+        parameters={"preset": "smoke", "output_dir": str(tmp_path)},
+        cwd=str(REPO),
+        progress_bar=False,
+    )
     results = list(tmp_path.glob("*/results.json"))
     assert len(results) == 1
     payload = json.loads(results[0].read_text())
@@ -38,3 +44,13 @@ def test_notebook_smoke_run(notebook, tmp_path):
     assert main and all(math.isfinite(v) for v in main)
     assert payload["metrics_before"] and payload["env"]["torch"]
     assert (results[0].parent / "matryoshka.png").is_file()
+
+
+def test_readme_generated_sections_are_current():
+    out = subprocess.run(
+        [sys.executable, "scripts/update_readme.py", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
