@@ -43,7 +43,7 @@ class TrainConfig:
     epochs: int = 5  # passes over the corpus
     lr: float = 2e-5  # peak learning rate of the student (and of projections unless set)
     proj_lr: float | None = None  # learning rate of method-owned projections (DSKD: 1e-3)
-    batch_size: int = 32  # texts per optimizer step (before accumulation)
+    batch_size: int = 32  # texts per micro-batch, all DDP ranks together (× grad_accum per step)
     grad_accum: int = 1  # micro-batches per optimizer step
     warmup_frac: float = 0.1  # share of steps with linear warmup
     min_lr_frac: float = 0.1  # cosine decays to this share of the peak lr

@@ -27,8 +27,9 @@ def teacher(tiny_dirs):
 
 
 def test_cache_matches_live_teacher(teacher, tmp_path):
-    cache = build_teacher_cache(teacher, TEXTS, max_length=32, layers=2, cache_dir=tmp_path,
-                                show_progress=False)
+    cache = build_teacher_cache(
+        teacher, TEXTS, max_length=32, layers=2, cache_dir=tmp_path, show_progress=False
+    )
     assert len(cache) == len(TEXTS) and cache.dim == 48
     item = cache.item(3)
     batch = teacher.tokenize([TEXTS[3]], max_length=32)
@@ -83,8 +84,9 @@ def test_collate_shapes_and_alignment(teacher, tiny_dirs, tmp_path):
     real = batch["s_real"]
     assert torch.all(batch["overlap"].sum(-1)[real] > 0)
     assert torch.all(batch["overlap"].sum(-1)[~real] == 0)
-    assert torch.all(batch["overlap"][:, :, :][~batch["t_real"].unsqueeze(1).expand(-1, ts, -1)]
-                     == 0)
+    assert torch.all(
+        batch["overlap"][:, :, :][~batch["t_real"].unsqueeze(1).expand(-1, ts, -1)] == 0
+    )
 
 
 def test_cache_corpus_mismatch_is_an_error(teacher, tiny_dirs, tmp_path):

@@ -39,19 +39,19 @@ class _Killed(Exception):
     pass
 
 
-class _StoppingSAMD(SAMDLoss):
-    """SAMD that raises at forward call ``stop_at`` (a run killed mid-epoch)."""
+class _FaultySAMD(SAMDLoss):
+    """SAMD that raises at forward call ``stop_at`` (a killed run), NaN at call ``nan_at``."""
 
-    def __init__(self, *args, stop_at: int | None = None, **kw):
+    def __init__(self, *args, stop_at: int | None = None, nan_at: int | None = None, **kw):
         super().__init__(*args, **kw)
-        self.calls, self.stop_at = 0, stop_at
+        self.calls, self.stop_at, self.nan_at = 0, stop_at, nan_at
 
     def forward(self, batch, step, total_steps):
-        out = super().forward(batch, step, total_steps)
+        loss, logs = super().forward(batch, step, total_steps)
         self.calls += 1
         if self.calls == self.stop_at:
             raise _Killed
-        return out
+        return loss * (float("nan") if self.calls == self.nan_at else 1.0), logs
 
 
 def _texts() -> list[str]:
@@ -62,7 +62,7 @@ def _teacher(dirs):
     return load_encoder(str(dirs["teacher"]), device="cpu", attn_implementation="eager")
 
 
-def _samd(dirs, cache: TeacherCache, stop_at: int | None = None):
+def _samd(dirs, cache: TeacherCache, **faults):
     student = load_encoder(
         str(dirs["student"]), device="cpu", max_length=MAX_LEN, attn_implementation="eager"
     )
@@ -71,16 +71,23 @@ def _samd(dirs, cache: TeacherCache, stop_at: int | None = None):
     for module in student.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+    # A key bias adds the same q·b to every score of a query, which the softmax ignores: its
+    # gradient is 0 up to rounding noise, and Adam rescales that noise into lr-sized steps that
+    # no two runs share. Freeze it so that the comparison measures the training, not the noise.
+    for name, param in student.named_parameters():
+        if name.endswith("attention.self.key.bias"):
+            param.requires_grad_(False)
     ds = DistillDataset(_texts(), student.tokenizer, MAX_LEN, cache=cache)
     torch.manual_seed(0)  # the projection's initialisation
-    method = _StoppingSAMD(
-        student, cache.dim, teacher_layers=1, params=SAMDParams(**PARAMS), stop_at=stop_at
+    method = _FaultySAMD(
+        student, cache.dim, teacher_layers=1, params=SAMDParams(**PARAMS), **faults
     )
     return method, ds
 
 
 def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(epochs=EPOCHS, batch_size=BATCH, lr=1e-3, seed=4, show_progress=False, **kw)
+    kw = {"epochs": EPOCHS, "batch_size": BATCH, "lr": 3e-4, "seed": 4, **kw}
+    return TrainConfig(show_progress=False, **kw)
 
 
 def _loss_checks() -> dict[str, tuple[float, torch.Tensor]]:
@@ -94,6 +101,8 @@ def _loss_checks() -> dict[str, tuple[float, torch.Tensor]]:
         "info_nce": lambda w: info_nce(a[rows] @ w, b[rows] @ w, 0.1),
         "matryoshka": lambda w: matryoshka_info_nce(a[rows] @ w, b[rows] @ w, [4, 16], [2, 1]),
         "masked_mean": lambda w: masked_mean_across_ranks((a[rows] @ w).pow(2).sum(-1), mask[rows]),
+        # the per-rank form SAMD's L_SAM uses: a mean of per-rank means, not the global mean
+        "per_rank_mean": lambda w: (a[rows] @ w).pow(2).sum(-1)[mask[rows]].mean(),
     }
     out = {}
     for name, fn in losses.items():
@@ -128,6 +137,8 @@ def _worker(rank: int, port: int, dirs: dict, cache_root: str, out: str) -> None
     method, ds = _samd(dirs, cache)  # a fresh process state, resumed from rank 0's checkpoint
     hist = train(method, ds, _cfg(checkpoint_dir=str(out / "ckpt"), resume=True), ds.collate)
     t1 = time.perf_counter()
+    faulty, ds = _samd(dirs, cache, nan_at=3 if rank == 1 else None)  # NaN on one rank only
+    nan_hist = train(faulty, ds, _cfg(epochs=1), collate_fn=ds.collate)
     checks = _loss_checks()
     build_teacher_cache(
         _teacher(dirs), _texts(), MAX_LEN, layers=1, cache_dir=out / "sharded", show_progress=False
@@ -136,6 +147,7 @@ def _worker(rank: int, port: int, dirs: dict, cache_root: str, out: str) -> None
         result = {
             "state": method.state_dict(),
             "losses": [s["loss"] for s in hist.steps],
+            "nan_run": (nan_hist.skipped_nonfinite, len(nan_hist.steps)),
             "checks": checks,
             "train_s": t1 - t0,
             "cache_s": time.perf_counter() - t1,
@@ -162,9 +174,22 @@ def _spawn(args: tuple, timeout: float = 300) -> None:
 @pytest.fixture(scope="module")
 def runs(tiny_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the ranks: same kernels, same rounding
+    try:
+        return _run_both(tiny_dirs, root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_both(tiny_dirs, root: Path):
     t0 = time.perf_counter()
     cache = build_teacher_cache(
-        _teacher(tiny_dirs), _texts(), MAX_LEN, layers=1, cache_dir=root / "single",
+        _teacher(tiny_dirs),
+        _texts(),
+        MAX_LEN,
+        layers=1,
+        cache_dir=root / "single",
         show_progress=False,
     )
     method, ds = _samd(tiny_dirs, cache)
@@ -183,8 +208,10 @@ def runs(tiny_dirs, tmp_path_factory):
     multi = torch.load(root / "rank0.pt", weights_only=False)
     multi["s"] = time.perf_counter() - t1
     multi["cache"] = TeacherCache.open(next((root / "sharded").iterdir()))
-    print(f"\nsingle process {single['s']:.1f} s; two ranks {multi['s']:.1f} s (train "
-          f"{multi['train_s']:.1f} s, sharded cache {multi['cache_s']:.1f} s, rest start-up)")
+    print(
+        f"\nsingle process {single['s']:.1f} s; two ranks {multi['s']:.1f} s (train "
+        f"{multi['train_s']:.1f} s, sharded cache {multi['cache_s']:.1f} s, rest start-up)"
+    )
     return single, multi
 
 
@@ -211,6 +238,9 @@ def test_distributed_loss_gradients_equal_single_process(runs):
     single, multi = runs
     for name, (loss, grad) in single["checks"].items():
         got_loss, got_grad = multi["checks"][name]
+        if name == "per_rank_mean":  # ranks keep 3 and 1 entries: (m_0 + m_1)/2 ≠ global mean
+            assert got_loss != pytest.approx(loss, rel=1e-3)
+            continue
         assert got_loss == pytest.approx(loss, rel=1e-5), name
         assert torch.allclose(got_grad, grad, atol=1e-6, rtol=1e-5), name
         assert grad.abs().max() > 1e-3, name  # a real gradient, not two zeros
@@ -224,6 +254,10 @@ def test_two_ranks_train_like_one_process(runs):
     L_SAM's mean over the *kept* samples (``keep.sum()`` per rank): with ranks keeping different
     numbers it is a mean of per-rank means, not the global mean; ``min_conf=0`` keeps every
     sample here (``masked_mean_across_ranks`` is the exact form, checked above).
+
+    What is left is float rounding (other padding widths and matmul shapes per rank), which
+    Adam's m/√v turns into update differences that grow with the learning rate: max |Δ| was
+    2e-7 to 1.3e-6 at lr 3e-4 over eight tiny-model instances (up to 9.5e-6 at lr 1e-3).
     """
     single, multi = runs
     assert sum("sam" in s for s in single["steps"]) >= 5  # L_SAM took part
@@ -235,7 +269,7 @@ def test_two_ranks_train_like_one_process(runs):
         diff = max(diff, float((multi["state"][name] - value).abs().max()))
         assert torch.allclose(multi["state"][name], value, atol=1e-5, rtol=0), name
     print(f"\nmax |Δ| single vs 2 ranks {diff:.2e}; max change from init {moved:.2e}")
-    assert moved > 1e-2
+    assert moved > 100 * 1e-5  # the weights moved far more than the tolerance
 
 
 def test_sharded_cache_equals_single_process_cache(runs):
@@ -247,6 +281,12 @@ def test_sharded_cache_equals_single_process_cache(runs):
         assert x.dtype == y.dtype and x.shape == y.shape, name
         if name in ("input_ids", "spans", "real", "index"):
             assert np.array_equal(x, y), name  # byte for byte
-        else:  # teacher outputs: other batch compositions, so float rounding may differ
-            np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32), atol=2e-3)
+        else:  # teacher outputs from other batch compositions: rounding may differ (≈1e-7)
+            atol = 1e-5 if x.dtype == np.float32 else 2e-3  # fp16 states: one fp16 step
+            np.testing.assert_allclose(x.astype(np.float32), y.astype(np.float32), atol=atol)
     assert not list(b.root.parent.glob("*.partial"))
+
+
+def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_all(runs):
+    _, multi = runs
+    assert multi["nan_run"] == (1, N_TEXTS // BATCH - 1)  # rank 0's loss was finite

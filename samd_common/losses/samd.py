@@ -28,6 +28,7 @@ from samd_common.losses.common import (
     inverse_sqrt_weights,
     linear_cka,
     linear_ramp,
+    masked_mean_across_ranks,
     matryoshka_distillation_loss,
     mrd_dims,
     row_normalize,
@@ -106,8 +107,8 @@ def span_attention_cka_loss(
         cols = sel[:, None, :].float()  # (B, 1, T_s): zero the unselected columns
         cka = linear_cka(att_s.float() * cols, p * cols, row_mask=sel)  # (B,)
         keep = (conf >= min_conf) & (n_real >= min_tokens)
-        per_sample = (1 - cka) * conf * keep
-        return per_sample.sum() / keep.sum().clamp_min(1)
+        # Mean over kept samples of the *global* batch (exact under DDP; plain mean otherwise).
+        return masked_mean_across_ranks((1 - cka) * conf, keep)
 
 
 def span_group_hidden_loss(
@@ -151,7 +152,7 @@ def span_group_hidden_loss(
     both = (count_s > 0) & (count_t > 0)
     # cos(mean, mean) == cos(sum, sum): the counts only mark which groups exist on both sides.
     cos = F.cosine_similarity(sum_s, sum_t, dim=-1)  # (B·G,)
-    return ((1 - cos) * both).sum() / both.sum().clamp_min(1)
+    return masked_mean_across_ranks(1 - cos, both)
 
 
 @dataclass
