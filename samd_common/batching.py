@@ -7,7 +7,8 @@ tokens inside its training step.
 
 Batch keys (tensors): ``input_ids``, ``attention_mask`` (B, T_s); ``s_real`` (B, T_s) bool;
 with a teacher also ``t_input_ids``, ``t_mask``, ``t_real`` (B, T_t); ``t_hidden`` (B, T_t, D_t);
-``t_attn`` (B, L, T_t, T_t); ``t_pooled`` (B, D_t); ``overlap`` (B, T_s, T_t) character counts;
+``t_embed`` (B, T_t, D_e) teacher input embeddings; ``t_attn`` (B, L, T_t, T_t);
+``t_pooled`` (B, D_t); ``overlap`` (B, T_s, T_t) character counts;
 ``s_group`` (B, T_s), ``t_group`` (B, T_t) span-group ids (−1 = none); ``conf`` (B,).
 """
 
@@ -96,6 +97,7 @@ class DistillDataset(Dataset):
                 t_real=t_real,
                 t_attn=attn,
                 t_hidden=_pad([it["t_hidden"] for it in items], 0, np.float32),
+                t_embed=_pad([it["t_embed"] for it in items], 0, np.float32),
                 t_pooled=np.stack([it["t_pooled"] for it in items]).astype(np.float32),
                 overlap=aligned["overlap"],
                 s_group=aligned["s_group"],

@@ -76,6 +76,7 @@ def live_teacher_batches(
         att = torch.stack(out["attentions"][-layers:], 1).mean(2).float().cpu().numpy()
         hidden = out["token_embeddings"].float().cpu().numpy()
         pooled = out["sentence_embedding"].float().cpu().numpy()
+        embed = teacher.backbone.get_input_embeddings()(ids).float().cpu().numpy()
         items = []
         for r in range(len(texts)):
             n = int(t.attention_mask[r].sum())
@@ -85,6 +86,7 @@ def live_teacher_batches(
                     "t_spans": t.spans[r, :n],
                     "t_real": t.real[r, :n],
                     "t_hidden": hidden[r, :n],
+                    "t_embed": embed[r, :n],
                     "t_attn": att[r, :, :n, :n],
                     "t_pooled": pooled[r],
                 }

@@ -29,8 +29,8 @@ from samd_common.training import barrier, broadcast_object, dist_info, init_dist
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-ARRAYS = ("pooled", "hidden", "attn", "input_ids", "spans", "real", "index")
+FORMAT_VERSION = 2  # 2: input embeddings (DSKD keys) are cached too
+ARRAYS = ("pooled", "hidden", "embed", "attn", "input_ids", "spans", "real", "index")
 
 
 def fingerprint_model(model: torch.nn.Module) -> str:
@@ -105,6 +105,7 @@ class TeacherCache:
             "spans": np.asarray(a["spans"][start : start + n]),
             "real": np.asarray(a["real"][start : start + n]),
             "hidden": np.asarray(a["hidden"][start : start + n]),
+            "embed": np.asarray(a["embed"][start : start + n]),
             "attn": np.asarray(a["attn"][a_start : a_start + layers * n * n]).reshape(layers, n, n),
             "pooled": np.asarray(a["pooled"][i]),
         }
@@ -161,6 +162,7 @@ def build_teacher_cache(
     tok_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     att_start = np.concatenate([[0], np.cumsum(layers * lengths**2)[:-1]])
     n_tok, d_h = int(lengths.sum()), teacher.backbone.config.hidden_size
+    d_e = teacher.backbone.get_input_embeddings().embedding_dim
     if rank == 0:  # 1) rank 0 clears stale folders and allocates the files
         if root.exists():
             log.warning("teacher cache %s is partial or stale: rebuilding", root)
@@ -170,6 +172,7 @@ def build_teacher_cache(
         shapes = {
             "pooled": ((len(texts), teacher.dim), "float32"),
             "hidden": ((n_tok, d_h), "float16"),
+            "embed": ((n_tok, d_e), "float16"),
             "attn": ((int((layers * lengths**2).sum()),), "float16"),
             "input_ids": ((n_tok,), "int64"),
             "spans": ((n_tok, 2), "int32"),
@@ -201,6 +204,7 @@ def build_teacher_cache(
         res = teacher(input_ids=ids, attention_mask=mask, output_attentions=True)
         att = torch.stack(res["attentions"][-layers:], 1).mean(2)  # (B, L, T, T) head-averaged
         hidden = res["token_embeddings"].float().cpu().numpy()
+        embed = teacher.backbone.get_input_embeddings()(ids).float().cpu().numpy()  # (B, T, D_e)
         att = att.float().cpu().numpy()
         out["pooled"][idx] = res["sentence_embedding"].float().cpu().numpy()
         for row, i in enumerate(idx):
@@ -208,6 +212,7 @@ def build_teacher_cache(
             if spans.attention_mask[i, :n].sum() != n:
                 raise ValueError(f"{teacher.spec.name}: left padding is not supported in the cache")
             out["hidden"][s : s + n] = hidden[row, :n]
+            out["embed"][s : s + n] = embed[row, :n]
             out["attn"][a : a + layers * n * n] = att[row, :, :n, :n].reshape(-1)
             out["input_ids"][s : s + n] = spans.input_ids[i, :n]
             out["spans"][s : s + n] = spans.spans[i, :n]
