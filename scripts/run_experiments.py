@@ -1,0 +1,108 @@
+"""Run method notebooks headlessly through papermill, resumably.
+
+    python scripts/run_experiments.py --methods all --seeds 0 1 2 --preset demo \
+        [--teacher e5-small] [--student minilm-l6] [--output-dir outputs/runs] \
+        [--param eval_dir=../shared/data/eval] [--param max_texts=1800]
+
+Each (method, seed) runs ``CTKD/<method>.ipynb`` or ``MRL/<method>.ipynb`` with injected
+parameters; the executed notebook and its results JSON land under
+``<output-dir>/<method>/seed<k>/``. A run whose ``results.json`` already exists is skipped, so an
+interrupted sweep continues where it stopped. A failing run never stops the others; the script
+ends with a summary of failures (exit code 1 if any).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from samd_common.methods import METHODS, get_method
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("run_experiments")
+
+
+def notebook_path(method: str) -> Path:
+    """The notebook of a registry entry."""
+    spec = get_method(method)
+    return ROOT / {"ctkd": "CTKD", "mrl": "MRL"}[spec.family] / f"{spec.name}.ipynb"
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    """``name=value`` with JSON values where they parse (numbers, dicts), else strings."""
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
+    """Execute one notebook; return its results JSON path."""
+    import papermill
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook_path(method)),
+        str(run_dir / f"{method}.ipynb"),
+        kernel_name="python3",
+        parameters={**params, "seed": seed, "output_dir": str(run_dir)},
+        cwd=str(ROOT),
+        progress_bar=False,
+    )
+    found = sorted(run_dir.glob("*/results.json"))
+    if not found:
+        raise RuntimeError(f"{method} seed {seed}: the notebook wrote no results.json")
+    (run_dir / "results.json").write_text(found[-1].read_text())
+    return run_dir / "results.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep; print a summary."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--methods", nargs="+", default=["all"], help="registry keys or 'all'")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--teacher", default="")
+    p.add_argument("--student", default="")
+    p.add_argument("--output-dir", type=Path, default=Path("outputs/runs"))
+    p.add_argument("--param", action="append", default=[], help="extra notebook parameter")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    methods = (
+        list(METHODS) if args.methods == ["all"] else [get_method(m).name for m in args.methods]
+    )
+    base = {"preset": args.preset, **dict(parse_param(x) for x in args.param)}
+    base.update({k: v for k, v in (("teacher", args.teacher), ("student", args.student)) if v})
+    runs = [(m, s) for s in args.seeds for m in methods]
+    failures, done = [], 0
+    for method, seed in tqdm(runs, desc="runs"):
+        run_dir = args.output_dir / args.preset / method / f"seed{seed}"
+        if (run_dir / "results.json").is_file():
+            log.info("skip %s seed %d (results exist)", method, seed)
+            done += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            run_one(method, seed, run_dir, base)
+            done += 1
+            log.info("done %s seed %d in %.0f s", method, seed, time.perf_counter() - t0)
+        except Exception as err:  # noqa: BLE001 - one failing run must not stop the sweep
+            failures.append((method, seed, f"{type(err).__name__}: {str(err)[:300]}"))
+            log.error("FAILED %s seed %d: %s", method, seed, err)
+    print(f"\n{done}/{len(runs)} runs have results under {args.output_dir / args.preset}")
+    for method, seed, err in failures:
+        print(f"FAILED {method} seed {seed}: {err}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
