@@ -409,3 +409,167 @@ def min_edit_distance_alignment(
         t_count = np.bincount([i for _, i in path], minlength=m)
         pairs = [(j, i) for j, i in path if s_count[j] == 1 and t_count[i] == 1]
     return [(s_idx[j], t_idx[i]) for j, i in pairs if a[j] == b[i]]
+
+
+# ---------------------------------------------------------------- string maps of a text pair
+STRING_MAPS = ("mined", "mined_reciprocal", "ned")  # what text_pair_maps can compute
+
+
+def surface_strings(text: str, spans: np.ndarray, real: np.ndarray) -> list[str]:
+    """Each token's surface string ``text[start:end]``; ``""`` at non-real positions.
+
+    The string-based maps compare these instead of vocabulary pieces: the surface form is what a
+    marker-stripped, lower-cased piece approximates, and it is the same for both tokenizers
+    whatever their normalisers do (accent stripping, NFKC) or how they spell bytes (byte-level
+    BPE writes ``é`` as ``Ã©``; byte-fallback pieces ``<0xF0>…`` all get their character).
+
+    Args:
+        text: The text without any prompt (spans index into it).
+        spans: (T, 2) ``[start, end)`` character offsets (e.g. :attr:`SpanBatch.spans` of a row).
+        real: (T,) bool content-token mask.
+
+    Returns:
+        T strings.
+    """
+    return [text[s:e] if r else "" for (s, e), r in zip(np.asarray(spans), real, strict=True)]
+
+
+def text_pair_maps(
+    s_tokens: list[str], t_tokens: list[str], maps: tuple[str, ...] | list[str]
+) -> dict[str, np.ndarray]:
+    """The string maps of one text pair that the CTKD baselines consume (computed once per text).
+
+    Args:
+        s_tokens: T_s student token strings (``""`` = takes no part, e.g. non-real).
+        t_tokens: T_t teacher token strings.
+        maps: any of :data:`STRING_MAPS`: ``"mined"`` (:func:`min_edit_distance_alignment`, DTW
+            variant), ``"mined_reciprocal"`` (its mutual-best variant) and ``"ned"``
+            (normalised edit distances of every pair, the cost of CDM's contextual DTW).
+
+    Returns:
+        ``mined`` / ``mined_reciprocal``: (P, 2) int64 ``(j, i)`` pairs; ``ned``: (T_s, T_t)
+        float16 (0 where a side takes no part) with ``s_lexical`` (T_s,) and ``t_lexical``
+        (T_t,) bool masks of the tokens that take part (non-empty normalised string).
+
+    Raises:
+        ValueError: For an unknown map name.
+    """
+    unknown = sorted(set(maps) - set(STRING_MAPS))
+    if unknown:
+        raise ValueError(f"unknown string map(s) {unknown}; choose from {list(STRING_MAPS)}")
+    out: dict[str, np.ndarray] = {}
+    for name in ("mined", "mined_reciprocal"):
+        if name in maps:
+            pairs = min_edit_distance_alignment(s_tokens, t_tokens, reciprocal=name != "mined")
+            out[name] = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)  # (P, 2)
+    if "ned" in maps:
+        ns, nt = [normalize_token(x) for x in s_tokens], [normalize_token(x) for x in t_tokens]
+        s_lex, t_lex = np.array([bool(x) for x in ns]), np.array([bool(x) for x in nt])
+        ned = np.zeros((len(ns), len(nt)), dtype=np.float16)  # (T_s, T_t)
+        if s_lex.any() and t_lex.any():
+            sub = normalized_edit_distance_matrix(
+                [x for x in ns if x], [x for x in nt if x]
+            )  # (n, m) over the lexical tokens
+            ned[np.ix_(s_lex, t_lex)] = sub
+        out.update(ned=ned, s_lexical=s_lex.reshape(-1), t_lexical=t_lex.reshape(-1))
+    return out
+
+
+def path_groups(path: list[tuple[int, int]], n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a DTW path into merged steps: maximal runs joined by horizontal/vertical moves.
+
+    A diagonal move starts a new step; within a step one token of one side meets several of the
+    other (many-to-one) or an L-shaped run meets several on both sides. Every token on the path
+    belongs to exactly one step, since the path is monotone.
+
+    Args:
+        path: ``[(j, i), …]`` from :func:`dtw_path` over an (n, m) cost.
+        n: Number of student tokens.
+        m: Number of teacher tokens.
+
+    Returns:
+        ``(s_gid, t_gid)``: (n,) and (m,) int64 step ids 0..G−1 in path order (−1 if off-path).
+    """
+    s_gid, t_gid = np.full(n, -1, dtype=np.int64), np.full(m, -1, dtype=np.int64)
+    g = -1
+    for k, (j, i) in enumerate(path):
+        if k == 0 or (j != path[k - 1][0] and i != path[k - 1][1]):
+            g += 1
+        s_gid[j], t_gid[i] = g, g
+    return s_gid, t_gid
+
+
+def batch_dtw_groups(
+    cost: np.ndarray, s_mask: np.ndarray, t_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """DTW over the masked tokens of every sample, cut into merged steps, vectorised over B.
+
+    Per sample this equals :func:`dtw_path` on ``cost[b][s_mask[b]][:, t_mask[b]]`` followed by
+    :func:`path_groups` (same tie rule: diagonal, then up, then left), with the step ids written
+    back at the padded positions. The DP runs row by row over (B, T_t) slabs and the back-trace
+    moves all samples at once, so a batch costs about T_s + (T_s + T_t) array operations.
+
+    Args:
+        cost: (B, T_s, T_t) non-negative costs (e.g. CDM's ``ned · w_s · w_t``).
+        s_mask: (B, T_s) bool, student tokens that take part.
+        t_mask: (B, T_t) bool, teacher tokens that take part.
+
+    Returns:
+        ``(s_gid, t_gid)``: (B, T_s) and (B, T_t) int64 step ids 0..G_b−1 in path order; −1 for
+        masked tokens and for samples with no token on one side.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    s_mask, t_mask = np.asarray(s_mask, dtype=bool), np.asarray(t_mask, dtype=bool)
+    n_b, t_s, t_t = cost.shape
+    if s_mask.shape != (n_b, t_s) or t_mask.shape != (n_b, t_t):
+        raise ValueError(
+            f"masks {s_mask.shape}, {t_mask.shape} do not match cost (B, T_s, T_t) = {cost.shape}"
+        )
+    s_gid, t_gid = np.full((n_b, t_s), -1, np.int64), np.full((n_b, t_t), -1, np.int64)
+    if n_b == 0 or t_s == 0 or t_t == 0:
+        return s_gid, t_gid
+    # 1) compact each sample's taking-part tokens to the front (stable: order is kept)
+    s_ord = np.argsort(~s_mask, axis=1, kind="stable")  # (B, T_s) positions, taking part first
+    t_ord = np.argsort(~t_mask, axis=1, kind="stable")  # (B, T_t)
+    n_len, m_len = s_mask.sum(1), t_mask.sum(1)  # (B,)
+    rows = np.arange(n_b)
+    c = cost[rows[:, None, None], s_ord[:, :, None], t_ord[:, None, :]]  # (B, T_s, T_t) compact
+    # 2) accumulated cost, one row at a time for the whole batch (min-plus scan, see dtw_path);
+    # entries beyond a sample's lengths are computed too but no path of that sample reads them.
+    acc = np.empty_like(c)
+    acc[:, 0] = np.cumsum(c[:, 0], axis=1)
+    for j in range(1, t_s):
+        up = acc[:, j - 1].copy()  # (B, T_t)
+        up[:, 1:] = np.minimum(up[:, 1:], acc[:, j - 1, :-1])
+        csum = np.cumsum(c[:, j], axis=1)
+        acc[:, j] = csum + np.minimum.accumulate(up - (csum - c[:, j]), axis=1)
+    # 3) back-trace every sample from its own end cell; step ids count from the end first
+    j, i = np.maximum(n_len - 1, 0), np.maximum(m_len - 1, 0)
+    g = np.zeros(n_b, dtype=np.int64)
+    live = np.nonzero((n_len > 0) & (m_len > 0))[0]
+    cs, ct = np.full((n_b, t_s), -1, np.int64), np.full((n_b, t_t), -1, np.int64)  # compact ids
+    while live.size:
+        cs[live, j[live]], ct[live, i[live]] = g[live], g[live]
+        live = live[(j[live] > 0) | (i[live] > 0)]
+        if not live.size:
+            break
+        jl, il = j[live], i[live]
+        jm, im = np.maximum(jl - 1, 0), np.maximum(il - 1, 0)
+        diag = np.where((jl > 0) & (il > 0), acc[live, jm, im], np.inf)
+        up = np.where(jl > 0, acc[live, jm, il], np.inf)
+        left = np.where(il > 0, acc[live, jl, im], np.inf)
+        best = np.minimum(np.minimum(diag, up), left)
+        tol = best + _TIE * (1 + np.abs(best))
+        take_diag = diag <= tol
+        take_up = ~take_diag & (up <= tol)
+        j[live] = np.where(take_diag | take_up, jm, jl)
+        i[live] = np.where(take_up, il, im)
+        g[live] += take_diag
+    # 4) ids in path order, written back at the padded positions
+    total = g + 1  # (B,) steps per sample (for samples with a path)
+    cs = np.where(cs >= 0, total[:, None] - 1 - cs, -1)
+    ct = np.where(ct >= 0, total[:, None] - 1 - ct, -1)
+    np.put_along_axis(s_gid, s_ord, cs, axis=1)
+    np.put_along_axis(t_gid, t_ord, ct, axis=1)
+    s_gid[~s_mask], t_gid[~t_mask] = -1, -1
+    return s_gid, t_gid

@@ -10,6 +10,10 @@ with a teacher also ``t_input_ids``, ``t_mask``, ``t_real`` (B, T_t); ``t_hidden
 ``t_embed`` (B, T_t, D_e) teacher input embeddings; ``t_attn`` (B, L, T_t, T_t);
 ``t_pooled`` (B, D_t); ``overlap`` (B, T_s, T_t) character counts;
 ``s_group`` (B, T_s), ``t_group`` (B, T_t) span-group ids (−1 = none); ``conf`` (B,).
+With ``maps`` (string maps over the tokens' surface strings, computed once per text and kept):
+``mined_pairs`` / ``mined_reciprocal_pairs`` (B, P, 2) long ``(student, teacher)`` positions,
+−1 rows = padding; ``ned`` (B, T_s, T_t) normalised edit distances with ``s_lexical`` (B, T_s)
+and ``t_lexical`` (B, T_t) bool masks of the tokens that take part.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from samd_common.alignment import SpanBatch, align_batch, token_spans
+from samd_common.alignment import (
+    STRING_MAPS,
+    SpanBatch,
+    align_batch,
+    surface_strings,
+    text_pair_maps,
+    token_spans,
+)
 from samd_common.cache import TeacherCache
 
 
@@ -28,6 +39,14 @@ def _pad(rows: list[np.ndarray], value, dtype) -> np.ndarray:
     out = np.full((len(rows), width, *rows[0].shape[1:]), value, dtype=dtype)
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
+    return out
+
+
+def _pad_pairs(rows: list[np.ndarray]) -> np.ndarray:
+    """(P_b, 2) index pairs → (B, P, 2) int64, −1 padding, P ≥ 1 (so gathers never see size 0)."""
+    out = np.full((len(rows), max(1, *(len(r) for r in rows)), 2), -1, dtype=np.int64)
+    for b, r in enumerate(rows):
+        out[b, : len(r)] = r
     return out
 
 
@@ -42,12 +61,28 @@ class DistillDataset(Dataset):
         prompt: str = "",
         cache: TeacherCache | None = None,
         chunk: int = 4096,
+        maps: tuple[str, ...] | list[str] = (),
     ) -> None:
+        """Tokenize ``texts`` for the student; ``maps`` names string maps to add to each batch.
+
+        ``maps`` takes names from ``alignment.STRING_MAPS`` (what a method's ``MethodSpec.maps``
+        asks for); they need the teacher cache and are computed the first time a text is read,
+        then memoised per index (the student tokens and the cached teacher tokens of a text never
+        change), so later epochs reuse them. With DataLoader workers each worker keeps its own
+        memo (``persistent_workers=True`` keeps it across epochs).
+        """
         if cache is not None and len(cache) != len(texts):
             raise ValueError(
                 f"teacher cache has {len(cache)} texts but the corpus has "
                 f"{len(texts)}; rebuild the cache for this corpus."
             )
+        unknown = sorted(set(maps) - set(STRING_MAPS))
+        if unknown or (maps and cache is None):
+            raise ValueError(
+                f"maps={list(maps)}: choose names from {list(STRING_MAPS)}, and pass the teacher "
+                f"cache (string maps pair student tokens with cached teacher tokens)."
+            )
+        self.maps, self._memo = tuple(dict.fromkeys(maps)), {}
         self.texts, self.cache, self.pad_id = texts, cache, tokenizer.pad_token_id or 0
         self.items: list[dict[str, np.ndarray]] = []
         for start in range(0, len(texts), chunk):  # chunks bound the padded array size
@@ -69,6 +104,15 @@ class DistillDataset(Dataset):
         item = dict(self.items[i])
         if self.cache is not None:
             item.update({f"t_{k}": v for k, v in self.cache.item(i).items()})
+        if self.maps:
+            if i not in self._memo:  # once per text: both tokenizations are fixed
+                text = self.texts[i]
+                self._memo[i] = text_pair_maps(
+                    surface_strings(text, item["spans"], item["real"]),
+                    surface_strings(text, item["t_spans"], item["t_real"]),
+                    self.maps,
+                )
+            item.update({f"map_{k}": v for k, v in self._memo[i].items()})
         return item
 
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -103,5 +147,18 @@ class DistillDataset(Dataset):
                 s_group=aligned["s_group"],
                 t_group=aligned["t_group"],
                 conf=aligned["conf"],
+            )
+        for name in ("mined", "mined_reciprocal"):
+            if f"map_{name}" in items[0]:
+                batch[f"{name}_pairs"] = _pad_pairs([it[f"map_{name}"] for it in items])
+        if "map_ned" in items[0]:
+            ned = np.zeros((len(items), ids.shape[1], batch["t_input_ids"].shape[1]), np.float32)
+            for b, it in enumerate(items):
+                n_s, n_t = it["map_ned"].shape
+                ned[b, :n_s, :n_t] = it["map_ned"]  # (n_s, n_t) into (T_s, T_t)
+            batch.update(
+                ned=ned,
+                s_lexical=_pad([it["map_s_lexical"] for it in items], False, bool),
+                t_lexical=_pad([it["map_t_lexical"] for it in items], False, bool),
             )
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}

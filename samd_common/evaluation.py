@@ -9,6 +9,10 @@ Matryoshka dim by truncating and re-normalising those vectors (no re-encoding):
 * STS — Spearman (and Pearson) of cosine similarity.
 
 All scores are ×100. Keys are flat and stable: ``"stsb/spearman@256"``, ``"avg/sts/id@256"``.
+
+``evaluate_depth_grid(encoder, tasks, depths, dims, cfg)`` repeats this for elastic-depth (ESE)
+students, encoding once per depth (``encode(texts, num_layers=k)``); its keys carry the depth:
+``"stsb/spearman@64/L3"``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 
 from samd_common.config import DEFAULT_DIMS, EvalConfig
 from samd_common.data import Split, TaskData, cap_split
+from samd_common.losses.common import halving_dims
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +64,39 @@ def truncate(emb: np.ndarray, dim: int) -> np.ndarray:
     return x
 
 
-def default_dims(width: int, dims: tuple[int, ...] | list[int] | None = None) -> list[int]:
-    """Requested dims (or ``DEFAULT_DIMS``) that fit in ``width``, plus ``width``, descending."""
-    wanted = DEFAULT_DIMS if dims is None else tuple(dims)
-    too_big = [d for d in wanted if d > width]
-    if dims is not None and too_big:
+def checked_dims(width: int, dims: tuple[int, ...] | list[int]) -> list[int]:
+    """Exactly the requested dims, validated against ``width``, unique and descending."""
+    dims = [int(d) for d in dims]
+    if not dims or any(d <= 0 for d in dims):
+        raise ValueError(f"dims must be a non-empty list of positive ints, got {dims}.")
+    too_big = [d for d in dims if d > width]
+    if too_big:
         raise ValueError(f"dims {too_big} exceed the embedding width {width}; drop them.")
-    return sorted(
-        {d for d in wanted if d <= width} | ({width} if dims is None else set()), reverse=True
-    )
+    return sorted(set(dims), reverse=True)
+
+
+def default_dims(
+    width: int, dims: tuple[int, ...] | list[int] | None = None, minimum: int = 16
+) -> list[int]:
+    """Every Matryoshka dim a student is evaluated at: the halving series plus configured dims.
+
+    ``{width, width//2, …, ≥ minimum}`` (the MRL training dims) ∪ ``dims``; with ``dims=None``
+    the configured dims are ``DEFAULT_DIMS`` that fit in ``width`` (SAMD's MRD dims).
+
+    Args:
+        width: embedding width D.
+        dims: configured dims (``EvalConfig.dims``); each must be ≤ ``width``.
+        minimum: smallest dim of the halving series.
+
+    Returns:
+        Unique dims, descending; the first is ``width``.
+
+    Example:
+        >>> default_dims(384)
+        [384, 256, 192, 128, 96, 64, 48, 24]
+    """
+    extra = [d for d in DEFAULT_DIMS if d <= width] if dims is None else checked_dims(width, dims)
+    return sorted(set(halving_dims(width, minimum)) | set(extra), reverse=True)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -201,7 +230,8 @@ def evaluate_suite(
     Args:
         encoder: a callable ``texts -> (N, D) array`` or any object with ``.encode(texts)``.
         tasks: loaded tasks (``samd_common.data.load_tasks``).
-        dims: Matryoshka dims; None → ``DEFAULT_DIMS`` that fit, plus the full width.
+        dims: exactly these Matryoshka dims; None → ``default_dims(width)`` (the halving series
+            from the width down to 16 plus ``DEFAULT_DIMS`` that fit).
         cfg: evaluation settings (train cap, seed, solver iterations).
 
     Returns:
@@ -224,7 +254,7 @@ def evaluate_suite(
     t0 = time.perf_counter()
     emb = np.asarray(encode(texts), dtype=np.float32)  # (N, D)
     encode_s = time.perf_counter() - t0
-    dims = default_dims(emb.shape[1], dims)
+    dims = default_dims(emb.shape[1]) if dims is None else checked_dims(emb.shape[1], dims)
     metrics: dict[str, float] = {}
     for dim in dims:
         vecs = truncate(emb, dim)
@@ -248,3 +278,47 @@ def evaluate_suite(
         {"encode_s": encode_s, "total_s": total_s, "n_texts": float(len(texts))},
         {"splits": info},
     )
+
+
+def evaluate_depth_grid(
+    encoder: Callable[[list[str], int], np.ndarray] | object,
+    tasks: list[TaskData],
+    depths: list[int] | tuple[int, ...],
+    dims: list[int] | tuple[int, ...] | None = None,
+    cfg: EvalConfig | None = None,
+) -> SuiteResult:
+    """Evaluate an elastic-depth (ESE) model on a layers × dims grid.
+
+    For each depth k the texts are encoded once with only the first k layers, then every dim is
+    scored by truncation, exactly as in ``evaluate_suite``.
+
+    Args:
+        encoder: a callable ``(texts, k) -> (N, D) array`` or an object whose
+            ``.encode(texts, num_layers=k)`` does that (``SentenceEncoder``).
+        tasks: loaded tasks.
+        depths: numbers of layers to evaluate (each ≥ 1).
+        dims: Matryoshka dims (as in ``evaluate_suite``).
+        cfg: evaluation settings.
+
+    Returns:
+        ``SuiteResult`` whose keys are ``evaluate_suite``'s plus ``"/L{k}"``, e.g.
+        ``"stsb/spearman@64/L3"`` and ``"avg/all/id@64/L3"``; ``info["depths"]`` lists the depths.
+    """
+    if not depths or any(int(k) != k or k < 1 for k in depths):
+        raise ValueError(f"depths must be a non-empty list of layer counts ≥ 1, got {depths}.")
+    if hasattr(encoder, "encode"):
+
+        def encode_at(texts: list[str], k: int) -> np.ndarray:
+            return encoder.encode(texts, num_layers=k)
+
+    else:
+        encode_at = encoder
+    metrics: dict[str, float] = {}
+    timings: dict[str, float] = {}
+    out_dims: list[int] = []
+    for k in depths:
+        result = evaluate_suite(lambda texts, k=k: encode_at(texts, k), tasks, dims, cfg)
+        metrics.update({f"{key}/L{k}": value for key, value in result.metrics.items()})
+        timings.update({f"{key}/L{k}": value for key, value in result.timings.items()})
+        out_dims = result.dims
+    return SuiteResult(metrics, out_dims, timings, {"depths": [int(k) for k in depths]})

@@ -8,9 +8,11 @@ for training and whose ``encode`` is used for evaluation, with the *same* poolin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class ModelSpec:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     allow_fp16: bool = True  # False for models that overflow in fp16 (EmbeddingGemma)
     trust_remote_code: bool = False  # only ever on when the table or the user says so
+    adapters: tuple[str, ...] = ()  # peft LoRA adapters merged in order (LLM2Vec: MNTP, supervised)
+    bidirectional: bool = False  # decoder run with full attention (LLM2Vec; samd_common.llm2vec)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -64,8 +68,53 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("bert-base-uncased", "bert-base-uncased"),
         ModelSpec("tinybert-4l", "huawei-noah/TinyBERT_General_4L_312D"),
         ModelSpec("tinybert-6l", "huawei-noah/TinyBERT_General_6L_768D"),
+        ModelSpec(  # SKD's reference teacher (DESIGN.md §6.9): gated base + two LoRA adapters
+            "llm2vec-llama3-8b",
+            "meta-llama/Meta-Llama-3-8B-Instruct",
+            adapters=(
+                "McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp",
+                "McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp-supervised",
+            ),
+            bidirectional=True,
+        ),
     )
 }
+
+
+DEPTH_TRUNCATABLE: frozenset[str] = frozenset(
+    {"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"}
+)
+"""``config.model_type`` of the encoders whose depth can be truncated (``transformer_layers``)."""
+
+
+def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT-style Hugging Face encoder.
+
+    The one place that knows where an architecture keeps its layers (``backbone.encoder.layer``
+    in BERT, RoBERTa/XLM-R, ELECTRA and MPNet). These encoders are post-LN without a final norm,
+    so running only their first k layers gives exactly the state a k-layer model built from the
+    same weights would give.
+
+    Args:
+        backbone: a Hugging Face ``PreTrainedModel`` (e.g. ``BertModel``).
+
+    Returns:
+        The ``nn.ModuleList`` of its layers (the live module, not a copy).
+
+    Raises:
+        NotImplementedError: for any other architecture (decoders and encoders with a final
+            norm, e.g. Qwen3, Gemma, DistilBERT), naming the model type.
+    """
+    model_type = backbone.config.model_type
+    if model_type not in DEPTH_TRUNCATABLE:
+        raise NotImplementedError(
+            f"Depth truncation supports BERT-style encoders "
+            f"({', '.join(sorted(DEPTH_TRUNCATABLE))}); this backbone is {model_type!r} "
+            f"({type(backbone).__name__}). Evaluate it at full depth (num_layers=None) or add "
+            f"its layer stack to models.transformer_layers."
+        )
+    layers = backbone.base_model.encoder.layer  # BertEncoder.layer and its look-alikes
+    return layers
 
 
 def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
@@ -119,6 +168,8 @@ def spec_from_directory(path: Path) -> ModelSpec:
     fields = {
         k: meta[k] for k in ("pooling", "prompt", "normalize", "dense", "padding_side") if k in meta
     }
+    fields.update({k: meta[k] for k in ("bidirectional",) if k in meta})
+    fields.update({"adapters": tuple(meta["adapters"])} if "adapters" in meta else {})
     if not known:
         pool_cfg = path / "1_Pooling" / "config.json"
         if pool_cfg.is_file() and "pooling" not in fields:
@@ -209,6 +260,11 @@ class SentenceEncoder(nn.Module):
         return self.backbone.config.hidden_size
 
     @property
+    def num_layers(self) -> int:
+        """Number of transformer layers of the backbone (``config.num_hidden_layers``)."""
+        return int(self.backbone.config.num_hidden_layers)
+
+    @property
     def device(self) -> torch.device:
         """Device of the backbone's parameters."""
         return next(self.backbone.parameters()).device
@@ -240,14 +296,58 @@ class SentenceEncoder(nn.Module):
         """
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         tokens = out.last_hidden_state  # (B, T, D_h)
-        sentence = pool(self.spec.pooling, tokens, attention_mask, input_ids=input_ids)
-        if self.dense is not None:
-            sentence = self.dense(sentence)  # (B, D)
+        sentence = self.pool_tokens(tokens, attention_mask, input_ids)
         result = {"token_embeddings": tokens, "sentence_embedding": sentence}
         for key in ("hidden_states", "attentions"):
             if getattr(out, key, None) is not None:
                 result[key] = getattr(out, key)
         return result
+
+    def pool_tokens(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Sentence embedding from token states of any layer: the encoder's pooling (+ dense head).
+
+        Args:
+            tokens: (B, T, D_h) token states (last layer, or an earlier one for elastic depth).
+            attention_mask: (B, T) 1 for real tokens.
+            input_ids: (B, T) token ids (used by ``embed_token`` pooling).
+
+        Returns:
+            (B, D) sentence embeddings, not normalised.
+        """
+        sentence = pool(self.spec.pooling, tokens, attention_mask, input_ids=input_ids)  # (B, D_h)
+        if self.dense is not None:
+            sentence = self.dense(sentence)  # (B, D)
+        return sentence
+
+    @contextlib.contextmanager
+    def first_layers(self, num_layers: int | None) -> Iterator[None]:
+        """Run only the first ``num_layers`` transformer layers inside the ``with`` block.
+
+        The backbone's layer list is swapped for its first ``num_layers`` entries and restored on
+        exit (also on errors); nothing is copied. ``None`` or the full depth changes nothing.
+
+        Raises:
+            ValueError: ``num_layers`` outside 1..``self.num_layers``.
+            NotImplementedError: the architecture does not support truncation
+                (``transformer_layers``).
+        """
+        if num_layers is None or num_layers == self.num_layers:
+            yield
+            return
+        if not 1 <= num_layers <= self.num_layers:
+            raise ValueError(
+                f"num_layers={num_layers} is outside 1..{self.num_layers} (the depth of "
+                f"{self.spec.name})."
+            )
+        layers = transformer_layers(self.backbone)
+        encoder = self.backbone.base_model.encoder
+        encoder.layer = nn.ModuleList(list(layers)[:num_layers])
+        try:
+            yield
+        finally:
+            encoder.layer = layers
 
     @torch.inference_mode()
     def encode(
@@ -256,12 +356,27 @@ class SentenceEncoder(nn.Module):
         batch_size: int = 64,
         normalize: bool | None = None,
         show_progress: bool = False,
+        num_layers: int | None = None,
     ) -> np.ndarray:
         """Embed texts in length-sorted batches.
+
+        Args:
+            texts: N texts (the prompt is added here).
+            batch_size: texts per forward pass.
+            normalize: L2-normalise; None follows ``spec.normalize``.
+            show_progress: tqdm bar.
+            num_layers: run only the first k transformer layers and pool their output with the
+                encoder's own pooling (elastic depth, BERT-style encoders); None = all layers.
 
         Returns:
             (N, D) float32 array in the order of ``texts``.
         """
+        with self.first_layers(num_layers):
+            return self._encode(texts, batch_size, normalize, show_progress)
+
+    def _encode(
+        self, texts: list[str], batch_size: int, normalize: bool | None, show_progress: bool
+    ) -> np.ndarray:
         was_training = self.training
         self.eval()
         order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -318,6 +433,10 @@ def load_encoder(
             f"Could not load model {name_or_path!r} from {path!r}: {err}. Offline? Provision it "
             f"with `python scripts/offline_models.py NAME` or pass a local directory."
         ) from err
+    if spec.adapters or spec.bidirectional:  # LLM2Vec: merge LoRA adapters, full attention
+        from samd_common.llm2vec import prepare_llm2vec  # local import: peft is optional
+
+        backbone, tokenizer = prepare_llm2vec(backbone, tokenizer, spec)
     dense = _load_dense_head(Path(path)) if spec.dense and Path(path).is_dir() else None
     if dense is not None:
         dense = dense.to(backbone.dtype)

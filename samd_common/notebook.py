@@ -3,6 +3,9 @@
 A run: load the student and teacher, evaluate the undistilled student, cache the teacher over the
 corpus, train the registry method with the shared loop, save the student as a standard
 Hugging Face / sentence-transformers directory, evaluate it, and write one results JSON.
+Students are evaluated at every Matryoshka dim (``evaluation.default_dims``: the halving series
+of the width plus the configured dims); elastic-depth methods (ESE) also on a layers × dims grid,
+stored under ``depth_grid`` in the results JSON.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root
 from samd_common.corpus import build_corpus, load_corpus
 from samd_common.data import load_tasks
 from samd_common.demo import write_demo_data
-from samd_common.evaluation import evaluate_suite
+from samd_common.evaluation import default_dims, evaluate_depth_grid, evaluate_suite
 from samd_common.methods import TeacherInfo, get_method
-from samd_common.models import load_encoder, save_encoder
+from samd_common.models import load_encoder, save_encoder, transformer_layers
+from samd_common.plots import plot_depth_grid as _plot_depth_grid
+from samd_common.plots import plot_dims
 from samd_common.results import comparison_table, record_results
 from samd_common.tiny import build_tiny_pair
 from samd_common.training import TrainConfig, seed_everything, train
@@ -150,6 +155,8 @@ class ExperimentResult:
     student_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    depth_grid: dict[str, float] = field(default_factory=dict)  # "{key}@{dim}/L{k}" (ESE only)
+    depths: list[int] = field(default_factory=list)  # layer counts of depth_grid
 
 
 def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
@@ -168,13 +175,13 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     student = load_encoder(
         _model_path(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
     )
+    dims = default_dims(student.dim, cfg.eval.dims)  # halving series + configured dims
+    if spec.elastic_depth:
+        transformer_layers(student.backbone)  # fail now, not after training, if unsupported
 
     def evaluate(model) -> Any:
         return evaluate_suite(
-            lambda t: model.encode(t, batch_size=cfg.eval.batch_size),
-            tasks,
-            cfg.eval.dims,
-            cfg.eval,
+            lambda t: model.encode(t, batch_size=cfg.eval.batch_size), tasks, dims, cfg.eval
         )
 
     before = evaluate(student) if cfg.eval_before else None
@@ -192,7 +199,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         info = TeacherInfo(cfg.teacher, cache.dim, cache.hidden_dim, cfg.teacher_layers)
         del teacher
         timings["teacher_cache_s"] = time.perf_counter() - t1
-    dataset = DistillDataset(texts, student.tokenizer, cfg.max_length, student.spec.prompt, cache)
+    dataset = DistillDataset(
+        texts, student.tokenizer, cfg.max_length, student.spec.prompt, cache, maps=spec.maps
+    )
     method = spec.build(student, info, cfg.params).to(student.device)
     cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run_dir / "checkpoints")
     t2 = time.perf_counter()
@@ -201,6 +210,20 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     timings["step_median_s"] = float(np.median(history.step_times)) if history.step_times else 0
     student_dir = save_encoder(student, run_dir / "student")
     after = evaluate(student)
+    grid, depths = {}, []
+    if spec.elastic_depth:  # layers × dims; the full depth is `after` itself
+        t3 = time.perf_counter()
+        depths = list(range(1, student.num_layers + 1))
+        if len(depths) > 1:
+            grid = evaluate_depth_grid(
+                lambda t, k: student.encode(t, batch_size=cfg.eval.batch_size, num_layers=k),
+                tasks,
+                depths[:-1],
+                dims,
+                cfg.eval,
+            ).metrics
+        grid.update({f"{key}/L{depths[-1]}": value for key, value in after.metrics.items()})
+        timings["eval_depth_grid_s"] = time.perf_counter() - t3
     timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timings["total_s"] = time.perf_counter() - t0
     metrics = after.metrics
@@ -214,6 +237,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         extra={
             "metrics_before": before.metrics if before else {},
             "dims": after.dims,
+            **({"depths": depths, "depth_grid": grid} if spec.elastic_depth else {}),
             "teacher": cfg.teacher,
             "corpus": corpus_info,
             "train": {
@@ -233,6 +257,8 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         student_dir,
         history.steps,
         timings,
+        grid,
+        depths,
     )
 
 
@@ -243,27 +269,27 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
     )
 
 
-def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
-    """Average main score (in-domain, OOD) vs embedding dim, before and after."""
-    import matplotlib.pyplot as plt
+def _payload(result: ExperimentResult) -> dict[str, Any]:
+    """The fields of the results JSON that the plots read."""
+    return {
+        "method": result.config.method,
+        "config": result.config.to_dict(),
+        "metrics": result.metrics,
+        "metrics_before": result.metrics_before,
+        "dims": result.dims,
+        "depths": result.depths,
+        "depth_grid": result.depth_grid,
+    }
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    colors = {"id": "tab:blue", "ood": "tab:orange"}
-    for label, metrics, style in (
-        ("before", result.metrics_before, "--"),
-        (result.config.method, result.metrics, "-"),
-    ):
-        for group, color in colors.items():
-            ys = [metrics.get(f"avg/all/{group}@{d}") for d in result.dims]
-            if metrics and all(y is not None for y in ys):
-                ax.plot(result.dims, ys, style, color=color, marker="o", label=f"{label} {group}")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(result.dims, [str(d) for d in result.dims])
-    ax.minorticks_off()
-    ax.set_xlabel("embedding dim (Matryoshka prefix)")
-    ax.set_ylabel("average main score")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+
+def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
+    """Average main score vs embedding dim per task family (in-domain, OOD), before and after.
+
+    Delegates to ``samd_common.plots.plot_dims``; ``path`` saves a PNG.
+    """
+    return plot_dims(_payload(result), path)
+
+
+def plot_depth_grid(result: ExperimentResult, path: str | Path | None = None):
+    """Layers × dims heat map of an elastic-depth (ESE) run (``samd_common.plots``)."""
+    return _plot_depth_grid(_payload(result), path)

@@ -4,7 +4,8 @@
     python scripts/new_notebook.py --all --force   # regenerate every registry notebook
 
 All notebooks share this one shape (DESIGN.md §2): title, imports, parameters, config, run,
-results table, plot, results path. Edit the template here, not the notebooks.
+results table, plot, results path; elastic-depth methods (ESE) add one layers × dims heat-map
+cell. Edit the template here, not the notebooks.
 """
 
 from __future__ import annotations
@@ -35,35 +36,70 @@ max_texts: int = 0  # corpus cap; 0 means preset value (full: all texts)
 params: dict = {{}}  # method hyper-parameters, e.g. {example}"""
 
 
+CONFIG_ARGS = (
+    "teacher",
+    "student",
+    "train_csv",
+    "eval_dir",
+    "preset",
+    "seed",
+    "output_dir",
+    "epochs",
+    "lr",
+    "batch_size",
+    "max_texts",
+    "params",
+)  # parameters passed on to make_config by keyword
+
+
+def _import_line(module: str, names: list[str]) -> str:
+    """``from module import a, b`` as ``ruff format`` writes it (wrapped past 100 characters)."""
+    line = f"from {module} import {', '.join(names)}"
+    if len(line) <= 100:
+        return line
+    return f"from {module} import (\n" + "".join(f"    {n},\n" for n in names) + ")"
+
+
 def build(name: str) -> nbformat.NotebookNode:
     """The notebook for registry entry ``name``."""
     spec = get_method(name)
+    depth = spec.elastic_depth  # ESE: also plot the layers × dims grid
+    imports = ["make_config", *(["plot_depth_grid"] if depth else []), "plot_matryoshka"]
+    imports += ["results_table", "run_experiment"]
+    title = spec.paper if spec.paper.startswith(spec.name) else f"{spec.name}: {spec.paper}"
     example = "{" + ", ".join(f'"{k}": {v!r}' for k, v in list(spec.defaults.items())[:2]) + "}"
     cells = [
         nbformat.v4.new_markdown_cell(
-            f"# {spec.name}: {spec.paper}\n\n{spec.summary}\n\n"
+            f"# {title}\n\n{spec.summary}\n\n"
             f"Runs headless with papermill, e.g. `papermill {FOLDER[spec.family]}/{name}.ipynb "
             f"out.ipynb -p preset smoke`. All logic lives in `samd_common`."
         ),
         nbformat.v4.new_code_cell(
             "from pathlib import Path\n\nfrom IPython.display import display\n\n"
-            "from samd_common.notebook import make_config, plot_matryoshka, results_table, "
-            "run_experiment"
+            + _import_line("samd_common.notebook", imports)
         ),
         nbformat.v4.new_code_cell(
             PARAMETERS.format(name=name, example=example), metadata={"tags": ["parameters"]}
         ),
         nbformat.v4.new_code_cell(
-            "cfg = make_config(method, teacher=teacher, student=student, train_csv=train_csv,\n"
-            "                  eval_dir=eval_dir, preset=preset, seed=seed,\n"
-            "                  output_dir=output_dir,\n"
-            "                  epochs=epochs, lr=lr, batch_size=batch_size, max_texts=max_texts,\n"
-            "                  params=params)\ncfg"
+            "cfg = make_config(\n    method,\n"
+            + "".join(f"    {arg}={arg},\n" for arg in CONFIG_ARGS)
+            + ")\ncfg"
         ),
         nbformat.v4.new_code_cell("result = run_experiment(cfg)"),
         nbformat.v4.new_code_cell("display(results_table(result))"),
         nbformat.v4.new_code_cell(
             'plot_matryoshka(result, Path(result.results_path).with_name("matryoshka.png"));'
+        ),
+        *(
+            [
+                nbformat.v4.new_code_cell(
+                    "plot_depth_grid(result, "
+                    'Path(result.results_path).with_name("depth_grid.png"));'
+                )
+            ]
+            if depth
+            else []
         ),
         nbformat.v4.new_code_cell('print("results:", result.results_path)'),
     ]

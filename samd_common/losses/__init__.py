@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from samd_common.losses.cdm import (
+    CDMLoss,
+    CDMParams,
+    attention_entropy_weights,
+    contextual_dtw_groups,
+    merged_step_loss,
+)
 from samd_common.losses.common import (
     MRD_DIMS,
     coverage_confidence,
@@ -15,6 +22,36 @@ from samd_common.losses.common import (
     mrd_dims,
     row_normalize,
 )
+from samd_common.losses.dskd import (
+    DSKDLoss,
+    DSKDParams,
+    cross_model_attention,
+    dual_space_losses,
+    orthogonality_penalty,
+    token_representation_loss,
+)
+from samd_common.losses.emo import (
+    EMOLoss,
+    EMOParams,
+    attention_importance,
+    importance_ot_loss,
+    mapped_attention_cka_loss,
+    ot_cost_matrix,
+    sinkhorn_plans,
+)
+from samd_common.losses.ese import (
+    ESELoss,
+    ESEParams,
+    compression_loss,
+    espresso_layer_loss,
+    espresso_loss,
+    layer_weight,
+    pca_target,
+    sample_layer,
+    similarity_kl,
+)
+from samd_common.losses.mined import MinEDLoss, MinEDParams, mined_hidden_loss, token_distance
+from samd_common.losses.mrl import MRLLoss, MRLParams, SAMDMRLLoss, SAMDMRLParams, mrl_loss
 from samd_common.losses.samd import (
     SAMDLoss,
     SAMDParams,
@@ -24,6 +61,26 @@ from samd_common.losses.samd import (
 from samd_common.losses.simcse import SimCSELoss
 
 __all__ = [
+    "DSKDLoss",
+    "DSKDParams",
+    "cross_model_attention",
+    "dual_space_losses",
+    "orthogonality_penalty",
+    "token_representation_loss",
+    "ESELoss",
+    "ESEParams",
+    "MRLLoss",
+    "MRLParams",
+    "SAMDMRLLoss",
+    "SAMDMRLParams",
+    "compression_loss",
+    "espresso_layer_loss",
+    "espresso_loss",
+    "layer_weight",
+    "mrl_loss",
+    "pca_target",
+    "sample_layer",
+    "similarity_kl",
     "SimCSELoss",
     "MRD_DIMS",
     "SAMDLoss",
@@ -40,4 +97,20 @@ __all__ = [
     "row_normalize",
     "span_attention_cka_loss",
     "span_group_hidden_loss",
+    "CDMLoss",
+    "CDMParams",
+    "attention_entropy_weights",
+    "contextual_dtw_groups",
+    "merged_step_loss",
+    "EMOLoss",
+    "EMOParams",
+    "attention_importance",
+    "importance_ot_loss",
+    "mapped_attention_cka_loss",
+    "ot_cost_matrix",
+    "sinkhorn_plans",
+    "MinEDLoss",
+    "MinEDParams",
+    "mined_hidden_loss",
+    "token_distance",
 ]
