@@ -38,7 +38,8 @@ class EvalConfig:
     tasks: tuple[str, ...] | None = None
     """Task names to run (see ``samd_common.data.TASKS``); None runs all nine."""
     dims: tuple[int, ...] | None = None
-    """Matryoshka dims; None → ``DEFAULT_DIMS`` ∩ ≤ model width, plus the width itself."""
+    """Matryoshka dims; None → the halving series width, width/2, … ≥ 16 plus ``DEFAULT_DIMS``
+    that fit (``evaluation.default_dims``)."""
     max_train: int | None = None
     """Cap on the rows of a classifier/threshold training split (stratified, seeded); None = all."""
     max_test: int | None = None

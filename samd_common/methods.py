@@ -26,6 +26,18 @@ class TeacherInfo:
     dim: int  # D_t of the pooled sentence embedding
     hidden_dim: int  # width of the teacher's token states
     layers: int  # number of last layers whose attention is cached
+    embed_dim: int | None = None  # width of the cached input embeddings (None: = hidden_dim)
+
+    @classmethod
+    def from_cache(cls, name: str, cache) -> TeacherInfo:
+        """Widths read off a ``TeacherCache`` (``layers`` from its key)."""
+        return cls(
+            name,
+            cache.dim,
+            cache.hidden_dim,
+            int(cache.meta["key"]["layers"]),
+            int(cache.arrays["embed"].shape[1]),
+        )
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def make_config(
         lr=lr or p["lr"],
         batch_size=batch_size or p["batch_size"],
         seed=seed,
-        **{k: v for k, v in overrides.items() if k in train_fields},
+        **{**spec.train_defaults, **{k: v for k, v in overrides.items() if k in train_fields}},
     )
     ecfg = EvalConfig(
         max_train=p["max_train"],
@@ -196,7 +196,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             device=student.device,
         )
         cache = build_teacher_cache(teacher, texts, cfg.max_length, cfg.teacher_layers)
-        info = TeacherInfo(cfg.teacher, cache.dim, cache.hidden_dim, cfg.teacher_layers)
+        info = TeacherInfo.from_cache(cfg.teacher, cache)
         del teacher
         timings["teacher_cache_s"] = time.perf_counter() - t1
     dataset = DistillDataset(

@@ -68,7 +68,7 @@ SKD_PRESETS: dict[str, dict[str, Any]] = {
         "max_per_token": 50,
         "cluster": "mcl",
         "epochs": 1,
-        "batch_size": 16,
+        "batch_size": 32,
         "lr": 5e-4,
         "n_experiments": 2,
     },
@@ -84,7 +84,9 @@ SKD_PRESETS: dict[str, dict[str, Any]] = {
         "epochs": 1,
         "batch_size": 32,
         "lr": 2e-5,
+        "proj_lr": 1e-3,  # W starts at the identity and must move in few steps
         "n_experiments": None,
+        "eval_splits": ("test",),  # the headline split only, to save encoding time
     },
     # The reference: LLM2Vec-Llama-3-8B teacher, its first 4 layers as student, 16 tasks,
     # 5 epochs at lr 5e-6 (Llama/run_train.sh); batch size is not given there.
@@ -125,6 +127,7 @@ class SKDConfig:
     jobs: int = 1  # parallel clustering processes
     eval_modes: tuple[str, ...] = EVAL_MODES  # replace and/or continuous
     n_experiments: int | None = None  # MTEB experiments (None = the task's own, 10)
+    eval_splits: tuple[str, ...] | None = None  # None = the task's own (Emotion: validation, test)
     samples_per_label: int | None = None  # None = the task's own (MTEB metadata)
     params: dict[str, Any] = field(default_factory=dict)  # SKDParams fields
     train: TrainConfig = field(default_factory=TrainConfig)  # optimisation
@@ -184,11 +187,15 @@ def make_skd_config(
         lr=lr or p["lr"],
         batch_size=batch_size or p["batch_size"],
         seed=seed,
-        **{k: v for k, v in overrides.items() if k in train_fields},
+        **{
+            "proj_lr": p.get("proj_lr"),
+            **{k: v for k, v in overrides.items() if k in train_fields},
+        },
     )
     skd_params = {**(params or {})}
     SKDParams.from_dict({**skd_params, "mode": mode})  # validate early
-    preset_values = {k: p[k] for k in ("max_length", "max_per_token", "n_experiments")}
+    keys = ("max_length", "max_per_token", "n_experiments", "eval_splits")
+    preset_values = {k: p[k] for k in keys if k in p}
     own_values = {**preset_values, **{k: v for k, v in overrides.items() if k in own}}
     out = output_dir or str(env_path("SAMD_OUTPUT_DIR", "outputs"))
     data_dir = eval_dir or (None if preset == "smoke" else default_mteb_dir())
@@ -260,7 +267,7 @@ def load_inputs(cfg: SKDConfig, run_dir: Path) -> tuple[dict[str, TaskSplits], d
     data_dir = Path(cfg.data_dir) if cfg.data_dir else None
     if data_dir is None and cfg.preset == "smoke":
         data_dir = write_smoke_data(Path(cfg.output_dir) / "skd-smoke-data")
-    tasks = {t: load_mteb_task(t, data_dir) for t in cfg.tasks}
+    tasks = {t: load_mteb_task(t, data_dir, cfg.eval_splits) for t in cfg.tasks}
     texts = {}
     for name, ts in tasks.items():
         pool = [t for split in ts.subsets.values() for t in split[ts.task.train_split].texts]
@@ -394,7 +401,7 @@ def train_student(
 
     seed_everything(cfg.seed)
     student = load_student(cfg, teacher).train()
-    info = TeacherInfo(cfg.teacher, cache.dim, cache.hidden_dim, 1)
+    info = TeacherInfo.from_cache(cfg.teacher, cache)
     params = {**get_method("SKD").defaults, **cfg.params, "mode": cfg.mode}
     method = get_method("SKD").build(student, info, {**params, "dictionary": str(dictionary)})
     method = method.to(student.device)

@@ -81,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cache = build_teacher_cache(teacher, texts, args.max_length)
     cache_s = time.perf_counter() - t0
-    dataset = DistillDataset(texts, student.tokenizer, args.max_length, student.spec.prompt, cache)
+    maps = sorted({m for name in methods for m in get_method(name).maps})
+    dataset = DistillDataset(
+        texts, student.tokenizer, args.max_length, student.spec.prompt, cache, maps=maps
+    )
     plain = DistillDataset(texts, student.tokenizer, args.max_length, student.spec.prompt)
-    info = TeacherInfo(args.teacher, cache.dim, cache.hidden_dim, 1)
+    info = TeacherInfo.from_cache(args.teacher, cache)
     total = 1000
     steps = {
         "SimCSE": training_step(

@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from samd_common import senses, skd
+from samd_common.data import DataError
 from samd_common.models import load_encoder
 from samd_common.mteb_eval import evaluate_mteb, load_mteb_task
 
@@ -239,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = top.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (DataError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,12 +4,25 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from samd_common.demo import write_demo_data
 from samd_common.tiny import build_tiny_pair
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """Tiny-model tests run fastest on one thread; real-model tests keep every core."""
+    if request.node.get_closest_marker("realmodels"):
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")

@@ -432,4 +432,9 @@ def build_dskd(student: SentenceEncoder, teacher, params: dict) -> DSKDLoss:
     """
     if teacher is None:
         raise ValueError("DSKD needs a teacher (TeacherInfo); got None.")
-    return DSKDLoss(student, teacher.hidden_dim, params=DSKDParams.from_dict(params))
+    return DSKDLoss(
+        student,
+        teacher.hidden_dim,
+        teacher_embed_dim=teacher.embed_dim,
+        params=DSKDParams.from_dict(params),
+    )

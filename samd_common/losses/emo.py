@@ -25,8 +25,9 @@ backpropagates through the Sinkhorn iterations as well. The student's masses are
 weights and carry no gradient. ``ot_solver="batch"`` (default) solves the batch's problems in
 one POT call (``ot.solve_batch``, the same Sinkhorn–Knopp iteration, padding tokens get zero
 mass); ``"sinkhorn"`` loops ``ot.sinkhorn(a, b, C, reg, numItermax)`` over the texts, as
-written in the design, and gives the same plans (tested) at several times the cost (POT's
-per-problem loop syncs the device every iteration).
+written in the design, and gives the same plans (tested) at several times the cost (48 ms vs
+357 ms forward + backward for B = 32 texts of 40 × 48 tokens on one CPU core; on a GPU POT's
+per-problem loop also syncs the device every iteration).
 """
 
 from __future__ import annotations
