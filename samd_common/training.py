@@ -42,7 +42,10 @@ class TrainConfig:
 
     epochs: int = 5  # passes over the corpus
     lr: float = 2e-5  # peak learning rate of the student (and of projections unless set)
-    proj_lr: float | None = None  # learning rate of method-owned projections (DSKD: 1e-3)
+    # Learning rate of method-owned projections. Not the student's 2e-5: a randomly initialised
+    # projection would barely move in a short run, leaving e.g. SAMD's MRD target a random image
+    # of the teacher. 1e-3 is the DSKD scripts' projector rate, used for every method alike.
+    proj_lr: float | None = 1e-3
     batch_size: int = 32  # texts per micro-batch, all DDP ranks together (× grad_accum per step)
     grad_accum: int = 1  # micro-batches per optimizer step
     warmup_frac: float = 0.1  # share of steps with linear warmup

@@ -86,7 +86,7 @@ def _samd(dirs, cache: TeacherCache, **faults):
 
 
 def _cfg(**kw) -> TrainConfig:
-    kw = {"epochs": EPOCHS, "batch_size": BATCH, "lr": 3e-4, "seed": 4, **kw}
+    kw = {"epochs": EPOCHS, "batch_size": BATCH, "lr": 3e-4, "proj_lr": 3e-4, "seed": 4, **kw}
     return TrainConfig(show_progress=False, **kw)
 
 
