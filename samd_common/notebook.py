@@ -82,12 +82,9 @@ def make_config(
         seed=seed,
         **{**spec.train_defaults, **{k: v for k, v in overrides.items() if k in train_fields}},
     )
+    preset_eval = {"max_train": p["max_train"], "max_test": p["max_test"], "dims": p["dims"]}
     ecfg = EvalConfig(
-        max_train=p["max_train"],
-        max_test=p["max_test"],
-        dims=p["dims"],
-        seed=seed,
-        **{k: v for k, v in overrides.items() if k in eval_fields},
+        seed=seed, **{**preset_eval, **{k: v for k, v in overrides.items() if k in eval_fields}}
     )
     out = output_dir or (str(env_path("SAMD_OUTPUT_DIR", "outputs")) if use_env else "outputs")
     return ExperimentConfig(
