@@ -350,6 +350,8 @@ def merge_tables(
         **tables[0].meta,
         "kind": "states",
         "task": "+".join(str(t.meta.get("task", "?")) for t in tables),
+        "n_texts": sum(int(t.meta.get("n_texts", 0)) for t in tables),
+        "texts": "+".join(str(t.meta.get("texts", "?")) for t in tables),
         "max_per_token": cap,
         "merged_from": len(tables),
     }

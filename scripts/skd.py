@@ -47,6 +47,7 @@ def _texts(args) -> dict[str, list[str]]:
 
 def cmd_gather(args) -> None:
     """Gather reservoir-sampled teacher states for each --task."""
+    args.max_length = args.max_length or 128
     teacher = load_encoder(skd._model_path(args.teacher), max_length=args.max_length)
     for task, texts in _texts(args).items():
         path = senses.gather_task(
@@ -96,8 +97,7 @@ def _config(args, **extra) -> skd.SKDConfig:
         lr=getattr(args, "lr", None),
         batch_size=getattr(args, "batch_size", None),
         max_texts=args.max_texts,
-        max_length=args.max_length,
-        **extra,
+        **{k: v for k, v in {"max_length": args.max_length, **extra}.items() if v is not None},
     )
 
 
@@ -138,7 +138,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_evaluate_model(args) -> None:
     """MTEB scores of any encoder (no senses)."""
-    enc = load_encoder(skd._model_path(args.model), max_length=args.max_length)
+    enc = load_encoder(skd._model_path(args.model), max_length=args.max_length or 256)
     data_dir = args.data_dir or skd.default_mteb_dir()
     tasks = [load_mteb_task(t, data_dir, splits=args.split or None) for t in args.task]
     res = evaluate_mteb(
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--task", action="append", default=[], help="name or index 1–16")
         p.add_argument("--data-dir", default=None, help="folder of {Task}_{split}.csv")
         p.add_argument("--max-texts", type=int, default=None, help="cap per task (seeded)")
-        p.add_argument("--max-length", type=int, default=128)
+        p.add_argument("--max-length", type=int, default=None, help="default: the preset's")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--preset", default="full", choices=sorted(skd.SKD_PRESETS))
 
