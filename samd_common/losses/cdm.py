@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from samd_common.alignment import batch_dtw_groups
-from samd_common.losses.common import masked_mean_across_ranks
+from samd_common.losses.common import masked_mean_across_ranks, params_from_dict
 from samd_common.losses.mined import (
     DISTANCES,
     TokenDistillLoss,
@@ -39,7 +39,6 @@ from samd_common.losses.mined import (
     require_eager_attention,
     token_distance,
 )
-from samd_common.losses.mrl import params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{chen-etal-2025-enhancing-cross,

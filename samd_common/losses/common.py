@@ -14,8 +14,10 @@ call them, in the same order.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -390,3 +392,23 @@ def linear_ramp(progress: float, start: float, length: float, end_value: float =
     if length == 0:
         return float(end_value)
     return float(end_value) * min(1.0, (progress - start) / length)
+
+
+def params_from_dict(cls, d: dict, method: str):
+    """Build the params dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError``.
+
+    Args:
+        cls: a dataclass type (``MRLParams``, ``ESEParams``, …).
+        d: notebook/registry parameters.
+        method: method name used in the error message.
+
+    Returns:
+        ``cls(**d)`` (its ``__post_init__`` validates the values).
+    """
+    names = [f.name for f in fields(cls)]
+    for key in d:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"Unknown {method} parameter {key!r}.{hint} Known: {', '.join(names)}")
+    return cls(**d)

@@ -47,15 +47,14 @@ Adaptation to sentence encoders (no LM heads, DESIGN.md §6.3):
 
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.losses.common import info_nce, masked_mean_across_ranks
+from samd_common.losses.common import info_nce, masked_mean_across_ranks, params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{zhang2024dskd,
@@ -307,14 +306,8 @@ class DSKDParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> DSKDParams:
-        """Build from a plain dict (e.g. notebook parameters); unknown keys raise ValueError."""
-        names = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"Unknown DSKD parameter {key!r}.{hint} Known: {', '.join(names)}")
-        return cls(**d)
+        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
+        return params_from_dict(cls, d, "DSKD")
 
 
 class DSKDLoss(nn.Module):

@@ -39,14 +39,13 @@ import ot
 import torch
 from torch import nn
 
-from samd_common.losses.common import linear_cka, masked_mean_across_ranks
+from samd_common.losses.common import linear_cka, masked_mean_across_ranks, params_from_dict
 from samd_common.losses.mined import (
     TokenDistillLoss,
     TokenDistillParams,
     gather_tokens,
     require_eager_attention,
 )
-from samd_common.losses.mrl import params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{truong2025emo,

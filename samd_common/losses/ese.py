@@ -53,8 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.losses.common import info_nce
-from samd_common.losses.mrl import params_from_dict
+from samd_common.losses.common import info_nce, params_from_dict
 from samd_common.models import SentenceEncoder
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.losses.common import info_nce, masked_mean_across_ranks
-from samd_common.losses.mrl import params_from_dict
+from samd_common.losses.common import info_nce, masked_mean_across_ranks, params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{wan2024knowledge,

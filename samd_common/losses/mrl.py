@@ -19,14 +19,13 @@ by default, i.e. ``L = Σ_m InfoNCE(s1[:m], s2[:m]) + β·L_MRD + α·L_SAM`` (D
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from samd_common.losses.common import halving_dims, matryoshka_info_nce
+from samd_common.losses.common import halving_dims, matryoshka_info_nce, params_from_dict
 from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.models import SentenceEncoder
 
@@ -39,26 +38,6 @@ CITATION = """@inproceedings{kusupati2022matryoshka,
   year      = {2022},
   note      = {arXiv:2205.13147}
 }"""
-
-
-def params_from_dict(cls, d: dict, method: str):
-    """Build the params dataclass ``cls`` from a plain dict; unknown keys raise ``ValueError``.
-
-    Args:
-        cls: a dataclass type (``MRLParams``, ``ESEParams``, …).
-        d: notebook/registry parameters.
-        method: method name used in the error message.
-
-    Returns:
-        ``cls(**d)`` (its ``__post_init__`` validates the values).
-    """
-    names = [f.name for f in fields(cls)]
-    for key in d:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"Unknown {method} parameter {key!r}.{hint} Known: {', '.join(names)}")
-    return cls(**d)
 
 
 def mrl_loss(

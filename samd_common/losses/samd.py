@@ -14,9 +14,8 @@ total step count. An optional term matches mean hidden states per span group.
 
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +30,7 @@ from samd_common.losses.common import (
     masked_mean_across_ranks,
     matryoshka_distillation_loss,
     mrd_dims,
+    params_from_dict,
     row_normalize,
 )
 from samd_common.models import SentenceEncoder
@@ -196,14 +196,8 @@ class SAMDParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> SAMDParams:
-        """Build from a plain dict (e.g. notebook parameters); unknown keys raise ValueError."""
-        names = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"Unknown SAMD parameter {key!r}.{hint} Known: {', '.join(names)}")
-        return cls(**d)
+        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
+        return params_from_dict(cls, d, "SAMD")
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(β, α)`` at a training progress in [0, 1]; 0 for a term that is switched off."""

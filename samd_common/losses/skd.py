@@ -20,7 +20,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.losses.common import info_nce, masked_mean_across_ranks
+from samd_common.losses.common import info_nce, masked_mean_across_ranks, params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{wang-etal-2025-multi-sense,
@@ -260,12 +260,8 @@ class SKDParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> SKDParams:
-        """Build from a plain dict; unknown keys raise ValueError naming the valid ones."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"Unknown SKD parameter(s) {unknown}; valid: {sorted(names)}.")
-        return cls(**d)
+        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
+        return params_from_dict(cls, d, "SKD")
 
 
 class SKDLoss(nn.Module):
