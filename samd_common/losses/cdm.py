@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from samd_common.alignment import batch_dtw_groups
-from samd_common.losses.common import masked_mean_across_ranks, params_from_dict
+from samd_common.losses.common import grouped_sums, masked_mean_across_ranks, params_from_dict
 from samd_common.losses.mined import (
     DISTANCES,
     TokenDistillLoss,
@@ -146,19 +146,10 @@ def merged_step_loss(
             f"(B, T_t); got {tuple(h_s_proj.shape)}, {tuple(h_t.shape)}, "
             f"{tuple(s_group.shape)}, {tuple(t_group.shape)}. Project the student first."
         )
-    n_groups = int(torch.cat([s_group.flatten(), t_group.flatten()]).max().clamp_min(0)) + 1
-    offset = torch.arange(b, device=h_s_proj.device)[:, None] * n_groups  # (B, 1)
-
-    def group_means(h: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        slot = torch.where(group >= 0, group + offset, b * n_groups).flatten()  # (B·T,) −1 → dump
-        flat = h.float().reshape(-1, d)  # (B·T, D)
-        sums = flat.new_zeros(b * n_groups + 1, d).index_add(0, slot, flat)
-        counts = flat.new_zeros(b * n_groups + 1).index_add(0, slot, flat.new_ones(len(slot)))
-        return sums[:-1] / counts[:-1, None].clamp_min(1), counts[:-1]  # (B·G, D), (B·G,)
-
     with torch.autocast(device_type=h_s_proj.device.type, enabled=False):
-        mean_s, count_s = group_means(h_s_proj, s_group)
-        mean_t, count_t = group_means(h_t, t_group)
+        sum_s, count_s, sum_t, count_t = grouped_sums(h_s_proj, s_group, h_t, t_group)
+        mean_s = sum_s / count_s[:, None].clamp_min(1)  # (B·G, D)
+        mean_t = sum_t / count_t[:, None].clamp_min(1)
         both = (count_s > 0) & (count_t > 0)  # (B·G,)
         return masked_mean_across_ranks(token_distance(mean_s, mean_t, distance), both)
 

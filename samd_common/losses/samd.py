@@ -23,6 +23,7 @@ from torch import nn
 
 from samd_common.losses.common import (
     coverage_confidence,
+    grouped_sums,
     info_nce,
     inverse_sqrt_weights,
     linear_cka,
@@ -137,18 +138,7 @@ def span_group_hidden_loss(
             f"(B, T_t); got {tuple(h_s.shape)}, {tuple(h_t_proj.shape)}, "
             f"{tuple(s_group.shape)}, {tuple(t_group.shape)}. Project teacher states first."
         )
-    n_groups = int(torch.cat([s_group.flatten(), t_group.flatten()]).max().clamp_min(0)) + 1
-    offset = torch.arange(b, device=h_s.device)[:, None] * n_groups  # (B, 1)
-
-    def group_sums(h: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        slot = torch.where(group >= 0, group + offset, b * n_groups).flatten()  # (B·T,), −1 → dump
-        flat = h.float().reshape(-1, d)  # (B·T, D_s)
-        sums = flat.new_zeros(b * n_groups + 1, d).index_add(0, slot, flat)
-        counts = flat.new_zeros(b * n_groups + 1).index_add(0, slot, flat.new_ones(len(slot)))
-        return sums[:-1], counts[:-1]  # (B·G, D_s), (B·G,)
-
-    sum_s, count_s = group_sums(h_s, s_group)
-    sum_t, count_t = group_sums(h_t_proj, t_group)
+    sum_s, count_s, sum_t, count_t = grouped_sums(h_s, s_group, h_t_proj, t_group)
     both = (count_s > 0) & (count_t > 0)
     # cos(mean, mean) == cos(sum, sum): the counts only mark which groups exist on both sides.
     cos = F.cosine_similarity(sum_s, sum_t, dim=-1)  # (B·G,)
