@@ -8,7 +8,7 @@ MODELS ?= minilm-l6 e5-small
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint clean
+.PHONY: setup models demo test lint clean cpu-bench
 
 setup: .venv/.installed
 
@@ -35,6 +35,15 @@ demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
 	$(PY) -m papermill CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
 	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
 	$(PY) scripts/show_results.py $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
+
+# The CPU benchmark (hours on 2 cores; resumable): every method, seeds 0-2, then the tables.
+SEEDS ?= 0 1 2
+RUNS ?= outputs/runs
+cpu-bench:
+	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
+	$(PY) scripts/run_experiments.py --methods all --seeds $(SEEDS) --preset cpu-bench \
+	  --reference --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)
+	$(PY) scripts/collect_results.py $(RUNS)/cpu-bench --out results/cpu-bench
 
 lint: setup
 	$(PY) -m ruff check .

@@ -2,13 +2,20 @@
 
     python scripts/run_experiments.py --methods all --seeds 0 1 2 --preset demo \
         [--teacher e5-small] [--student minilm-l6] [--output-dir outputs/runs] \
-        [--param eval_dir=../shared/data/eval] [--param max_texts=1800]
+        [--param eval_dir=../shared/data/eval] [--param max_texts=1800] \
+        [--tag no-sam --param 'params={"use_sam": false}'] [--reference]
 
 Each (method, seed) runs ``CTKD/<method>.ipynb`` or ``MRL/<method>.ipynb`` with injected
 parameters; the executed notebook and its results JSON land under
-``<output-dir>/<method>/seed<k>/``. A run whose ``results.json`` already exists is skipped, so an
+``<output-dir>/<preset>/<method>[+<tag>]/seed<k>/`` (a tag names an ablation or variant). A run
+whose ``results.json`` already exists is skipped, so an
 interrupted sweep continues where it stopped. A failing run never stops the others; the script
-ends with a summary of failures (exit code 1 if any).
+ends with a summary of failures (exit code 1 if any). ``--reference`` also evaluates the teacher
+once with the preset's protocol (``<output-dir>/<preset>/_reference/``); the undistilled student
+is in every run's results (``metrics_before``). ``scripts/collect_results.py`` builds the tables.
+
+SKD (``CTKD/SKD.ipynb``) is evaluated with the MTEB classification protocol on its own task
+files, so ``eval_dir``/``train_csv`` parameters are not passed to it.
 """
 
 from __future__ import annotations
@@ -63,6 +70,26 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
     return run_dir / "results.json"
 
 
+def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
+    """Evaluate the teacher once with the preset's evaluation protocol (skipped if done)."""
+    from samd_common.config import PRESETS
+    from samd_common.evaluate import main as evaluate_main
+
+    p = PRESETS[preset]
+    teacher = teacher or p["teacher"]
+    path = out / "_reference" / f"teacher-{Path(teacher).name}.json"
+    if path.is_file():
+        return path
+    argv = ["--model", teacher, "--output", str(path), "--seed", str(p.get("eval_seed", 0))]
+    argv += ["--max-length", str(p["max_length"])]
+    argv += ["--eval-dir", str(params["eval_dir"])] if params.get("eval_dir") else []
+    for flag, key in (("--max-train", "max_train"), ("--max-test", "max_test")):
+        argv += [flag, str(p[key])] if p[key] else []
+    if evaluate_main(argv) != 0:
+        raise RuntimeError(f"teacher evaluation failed: {argv}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep; print a summary."""
     p = argparse.ArgumentParser(
@@ -75,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student", default="")
     p.add_argument("--output-dir", type=Path, default=Path("outputs/runs"))
     p.add_argument("--param", action="append", default=[], help="extra notebook parameter")
+    p.add_argument("--tag", default="", help="variant name appended to the method's folder")
+    p.add_argument("--reference", action="store_true", help="also evaluate the teacher once")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     methods = (
@@ -84,15 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     base.update({k: v for k, v in (("teacher", args.teacher), ("student", args.student)) if v})
     runs = [(m, s) for s in args.seeds for m in methods]
     failures, done = [], 0
+    label = "{}+" + args.tag if args.tag else "{}"
+    if args.reference:
+        try:
+            reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
+        except Exception as err:  # noqa: BLE001 - the runs go on without the teacher row
+            failures.append(("teacher", -1, f"{type(err).__name__}: {str(err)[:300]}"))
     for method, seed in tqdm(runs, desc="runs"):
-        run_dir = args.output_dir / args.preset / method / f"seed{seed}"
+        run_dir = args.output_dir / args.preset / label.format(method) / f"seed{seed}"
         if (run_dir / "results.json").is_file():
             log.info("skip %s seed %d (results exist)", method, seed)
             done += 1
             continue
         t0 = time.perf_counter()
         try:
-            run_one(method, seed, run_dir, base)
+            params = dict(base)
+            if method == "SKD":  # MTEB task files, not the 9-task suite
+                params = {k: v for k, v in params.items() if k not in ("eval_dir", "train_csv")}
+            run_one(method, seed, run_dir, params)
             done += 1
             log.info("done %s seed %d in %.0f s", method, seed, time.perf_counter() - t0)
         except Exception as err:  # noqa: BLE001 - one failing run must not stop the sweep

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from samd_common.config import EvalConfig
 from samd_common.data import TASKS, Split, TaskData, load_tasks
@@ -119,3 +120,25 @@ def test_tiny_model_end_to_end_all_metrics_finite(tiny_dirs, demo_dir):
     for key in ("avg/all/id@32", "avg/all/ood@32", "avg/sts/ood@32"):
         assert math.isfinite(result.metrics[key])
     assert result.info["splits"]["banking77"]["fit"]["rows"] <= 40
+
+
+def test_undistilled_evaluation_is_memoised_until_something_changes(tiny_dirs, demo_dir, tmp_path):
+    from samd_common.evalcache import cached_evaluate
+
+    model = load_encoder(str(tiny_dirs["student"]), max_length=32)
+    tasks = load_tasks(("stsb",), demo_dir)
+    cfg, calls = EvalConfig(max_test=20), []
+
+    def evaluate(c=cfg):
+        calls.append(c)
+        return evaluate_suite(lambda t: model.encode(t), tasks, [32], c)
+
+    first = cached_evaluate(model, tasks, [32], cfg, evaluate, root=tmp_path)
+    again = cached_evaluate(model, tasks, [32], cfg, evaluate, root=tmp_path)
+    assert len(calls) == 1 and again.metrics == first.metrics and again.dims == [32]
+    other = EvalConfig(max_test=10)
+    cached_evaluate(model, tasks, [32], other, lambda: evaluate(other), root=tmp_path)
+    with torch.no_grad():  # new weights → a new key
+        next(model.parameters()).add_(1.0)
+    cached_evaluate(model, tasks, [32], cfg, evaluate, root=tmp_path)
+    assert len(calls) == 3
