@@ -27,6 +27,7 @@ from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root
 from samd_common.corpus import build_corpus, load_corpus
 from samd_common.data import load_tasks
 from samd_common.demo import write_demo_data
+from samd_common.evalcache import cached_evaluate
 from samd_common.evaluation import default_dims, evaluate_depth_grid, evaluate_suite
 from samd_common.methods import TeacherInfo, get_method
 from samd_common.models import load_encoder, save_encoder, transformer_layers
@@ -84,7 +85,8 @@ def make_config(
     )
     preset_eval = {"max_train": p["max_train"], "max_test": p["max_test"], "dims": p["dims"]}
     ecfg = EvalConfig(
-        seed=seed, **{**preset_eval, **{k: v for k, v in overrides.items() if k in eval_fields}}
+        seed=p.get("eval_seed", seed),
+        **{**preset_eval, **{k: v for k, v in overrides.items() if k in eval_fields}},
     )
     out = output_dir or (str(env_path("SAMD_OUTPUT_DIR", "outputs")) if use_env else "outputs")
     return ExperimentConfig(
@@ -181,7 +183,11 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             lambda t: model.encode(t, batch_size=cfg.eval.batch_size), tasks, dims, cfg.eval
         )
 
-    before = evaluate(student) if cfg.eval_before else None
+    before = (
+        cached_evaluate(student, tasks, dims, cfg.eval, lambda: evaluate(student))
+        if cfg.eval_before
+        else None
+    )
     timings["eval_before_s"] = time.perf_counter() - t0
     info, cache = None, None
     if spec.needs_teacher:

@@ -183,3 +183,77 @@ def _save(fig, path: str | Path | None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
+
+
+def plot_sweep_dims(summary, path: Path) -> None:
+    """Sweep summary (``report.summarize``): avg ID and OOD vs dim (log2), a line per label.
+
+    Teacher and undistilled student are grey reference lines (dotted when a single dim).
+    """
+    import matplotlib.pyplot as plt
+
+    from samd_common.report import AVERAGES, DISTILLED, TEACHER
+
+    dims = sorted(set(summary.loc[summary.kind == DISTILLED, "dim"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, group, (name, _, marker) in zip(axes, AVERAGES, GROUPS.values(), strict=True):
+        data = summary[summary.task == group]
+        for (kind, label), part in data.groupby(["kind", "label"], sort=False):
+            shown = part[part.dim.isin(dims)]
+            color = "0.2" if kind == TEACHER else "0.55"
+            if kind == DISTILLED:
+                ax.errorbar(
+                    shown.dim,
+                    shown["mean"],
+                    yerr=shown["std"].fillna(0),
+                    marker=marker,
+                    ms=4,
+                    capsize=2,
+                    label=label,
+                )
+            elif len(shown) >= 2:
+                ax.plot(shown.dim, shown["mean"], "--", color=color, label=label)
+            else:  # a reference with fewer shared dims: a level at its largest (shared) dim
+                top = (shown if len(shown) else part).sort_values("dim").iloc[-1]
+                ax.axhline(top["mean"], ls=":", color=color, label=f"{label} @{top.dim}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims], fontsize=7)
+        ax.minorticks_off()
+        ax.set(title=f"{name} average", xlabel="embedding dim (Matryoshka prefix)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("average main score (×100)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweep_tasks(summary, dim: int, path: Path) -> None:
+    """Sweep summary: grouped bars per task at ``dim``, a bar per row, error bars = seed std."""
+    import matplotlib.pyplot as plt
+
+    from samd_common.report import DISTILLED, TASK_COLUMNS, TEACHER, at_dim
+
+    data = at_dim(summary, dim)
+    tasks = [c for c, _ in TASK_COLUMNS if c in set(data.task)]
+    labels = list(dict.fromkeys(data.label))
+    width, x = 0.8 / len(labels), np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(7.0, 0.2 * len(tasks) * len(labels) + 2)), 4))
+    for i, label in enumerate(labels):
+        part = data[data.label == label].set_index("task").reindex(tasks)
+        ours = (part.kind == DISTILLED).any()
+        ax.bar(
+            x + (i - (len(labels) - 1) / 2) * width,
+            part["mean"],
+            width,
+            label=label,
+            yerr=part["std"].fillna(0) if ours else None,
+            capsize=2,
+            color=None if ours else ("0.25" if (part.kind == TEACHER).any() else "0.6"),
+        )
+    ax.set_xticks(x, tasks, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="main score (×100)", title=f"per-task main score @{dim}")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

@@ -88,6 +88,22 @@ SKD_PRESETS: dict[str, dict[str, Any]] = {
         "n_experiments": None,
         "eval_splits": ("test",),  # the headline split only, to save encoding time
     },
+    # The CPU benchmark (results/cpu-bench): the cpu-bench teacher → MiniLM, 600 texts per task.
+    "cpu-bench": {
+        "teacher": "embeddinggemma-300m",
+        "student": "minilm-l6",
+        "tasks": ("Banking77Classification", "EmotionClassification"),
+        "max_texts": 600,
+        "max_length": 128,
+        "max_per_token": 200,
+        "cluster": "kmeans",
+        "epochs": 1,
+        "batch_size": 32,
+        "lr": 2e-5,
+        "proj_lr": 1e-3,
+        "n_experiments": None,
+        "eval_splits": ("test",),
+    },
     # The reference: LLM2Vec-Llama-3-8B teacher, its first 4 layers as student, 16 tasks,
     # 5 epochs at lr 5e-6 (Llama/run_train.sh); batch size is not given there.
     "full": {
@@ -117,7 +133,7 @@ class SKDConfig:
     tasks: tuple[str, ...] = ()  # MTEB task names or reference indices 1–16
     data_dir: str | None = None  # folder of {Task}_{split}.csv files (text,label)
     train_csv: str | None = None  # optional corpus (text) replacing the tasks' train texts (all)
-    preset: str = "smoke"  # smoke | demo | full
+    preset: str = "smoke"  # smoke | demo | cpu-bench | full
     seed: int = 0  # data order, dropout, reservoir and k-means seeds
     output_dir: str = "outputs"  # parent of the run folder
     max_texts: int | None = None  # cap on training texts per task (seeded); None = all

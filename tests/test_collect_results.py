@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from samd_common import report
 from samd_common.data import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,8 +127,8 @@ def test_teacher_student_and_ablation_rows(collected):
 
 
 def test_best_baseline_excludes_ablations(sweep):
-    summary = cr.summarize(cr.collect(cr.load_runs(sweep), []))
-    diffs = {d["group"]: d for d in cr.difference_vs_best(summary, "SAMD", 384)}
+    summary = report.summarize(report.collect(report.load_runs(sweep), []))
+    diffs = {d["group"]: d for d in report.difference_vs_best(summary, "SAMD", 384)}
     assert diffs["avg ID"]["baseline"] == "MinED"
     assert diffs["avg ID"]["diff"] == pytest.approx(2.0)
     assert diffs["avg ID"]["spread"] == pytest.approx(math.sqrt(4 / 3 + 1 / 3))
@@ -181,10 +182,10 @@ def test_stdout_and_default_out(sweep, tmp_path, capsys):
 
 def test_averages_recomputed_match_given():
     metrics = suite_metrics(70.0, {"banking77": 76.0, "emotion": 50.0})
-    filled = cr.with_averages(metrics)
+    filled = report.with_averages(metrics)
     assert filled["avg/classification/id@384"] == pytest.approx(73.0)
     assert filled["avg/all/ood@384"] == pytest.approx((50 + 70 + 70) / 3)
-    assert cr.with_averages({**metrics, "avg/all/id@384": 1.0})["avg/all/id@384"] == 1.0
+    assert report.with_averages({**metrics, "avg/all/id@384": 1.0})["avg/all/id@384"] == 1.0
 
 
 def test_empty_directory_exit_2(tmp_path, caplog):
