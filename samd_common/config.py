@@ -24,6 +24,20 @@ def env_path(var: str, default: str | Path | None) -> Path | None:
     return None if default is None else Path(default).expanduser()
 
 
+def resolve_setting(
+    explicit: Any, preset: Any, env: str | None = None, use_env: bool = True
+) -> Any:
+    """One run setting: ``explicit`` (empty/0/None = unset) > ``$env`` > ``preset``.
+
+    The variable is read with :func:`env_path` and returned as a string; it is skipped when
+    ``env`` is None or ``use_env`` is false (e.g. the smoke preset, which uses generated data).
+    """
+    if explicit:
+        return explicit
+    value = env_path(env, None) if env is not None and use_env else None
+    return preset if value is None else str(value)
+
+
 def cache_root() -> Path:
     """Root of every on-disk cache: ``$SAMD_CACHE_DIR`` or ``~/.cache/samd``."""
     return env_path("SAMD_CACHE_DIR", Path.home() / ".cache" / "samd")

@@ -23,7 +23,7 @@ import pandas as pd
 
 from samd_common.batching import DistillDataset
 from samd_common.cache import build_teacher_cache
-from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root, env_path
+from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root, resolve_setting
 from samd_common.corpus import build_corpus, load_corpus
 from samd_common.data import load_tasks
 from samd_common.demo import write_demo_data
@@ -88,7 +88,7 @@ def make_config(
         seed=p.get("eval_seed", seed),
         **{**preset_eval, **{k: v for k, v in overrides.items() if k in eval_fields}},
     )
-    out = output_dir or (str(env_path("SAMD_OUTPUT_DIR", "outputs")) if use_env else "outputs")
+    out = resolve_setting(output_dir, "outputs", "SAMD_OUTPUT_DIR", use_env)
     return ExperimentConfig(
         method=spec.name,
         teacher=teacher or p["teacher"],
@@ -96,10 +96,8 @@ def make_config(
         preset=preset,
         seed=seed,
         output_dir=out,
-        train_csv=train_csv
-        or (str(env_path("SAMD_TRAIN_CSV", None) or "") or None if use_env else None),
-        eval_dir=eval_dir
-        or (str(env_path("SAMD_EVAL_DIR", None) or "") or None if use_env else None),
+        train_csv=resolve_setting(train_csv, None, "SAMD_TRAIN_CSV", use_env),
+        eval_dir=resolve_setting(eval_dir, None, "SAMD_EVAL_DIR", use_env),
         max_texts=max_texts or p["max_texts"],
         max_length=max_length or p["max_length"],
         teacher_layers=teacher_layers,

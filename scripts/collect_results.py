@@ -81,8 +81,12 @@ def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Pat
     diffs = difference_vs_best(summary, method, full)
     sections.append(
         "\n".join(
-            f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f} ± "
-            f"{d['spread']:.2f} (n = {d['n_method']} vs {d['n_baseline']} seeds)"
+            f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}"
+            + (
+                f" ± {d['spread']:.2f} (n = {d['n_method']} vs {d['n_baseline']} seeds)"
+                if max(d["n_method"], d["n_baseline"]) > 1
+                else " (one seed each: no spread yet)"
+            )
             for d in diffs
         )
         or f"- not available: needs `{method}` and another non-ablation label at dim {full}."

@@ -6,7 +6,7 @@ import pytest
 
 from samd_common.config import PRESETS
 from samd_common.notebook import make_config
-from samd_common.skd import SKD_PRESETS
+from samd_common.skd import SKD_PRESETS, make_skd_config
 
 
 def test_cpu_bench_preset_scores_every_seed_on_the_same_eval_rows():
@@ -35,6 +35,16 @@ def test_explicit_arguments_beat_environment_beat_preset(monkeypatch):
     cfg = make_config("MinED", preset="demo", train_csv="/arg.csv", lr=1e-4, max_test=7)
     assert (cfg.train_csv, cfg.train.lr, cfg.eval.max_test) == ("/arg.csv", 1e-4, 7)
     assert make_config("MinED", preset="smoke").train_csv is None  # smoke ignores the env
+
+
+def test_output_dir_resolves_alike_in_make_config_and_make_skd_config(monkeypatch):
+    monkeypatch.setenv("SAMD_OUTPUT_DIR", "/env/out")
+    assert make_config("MinED", preset="demo").output_dir == "/env/out"
+    assert make_config("MinED", preset="smoke").output_dir == "outputs"  # smoke ignores the env
+    assert make_skd_config(preset="smoke").output_dir == "/env/out"  # SKD smoke reads it
+    assert make_skd_config(preset="smoke", output_dir="/arg").output_dir == "/arg"
+    monkeypatch.delenv("SAMD_OUTPUT_DIR")
+    assert make_skd_config(preset="smoke").output_dir == "outputs"
 
 
 def test_bad_preset_or_setting_says_what_is_allowed():

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from samd_common import senses
+from samd_common import clustering, senses
+from samd_common.clustering import (
+    cluster_senses,
+    cluster_token,
+    markov_clustering,
+    mcl_affinity,
+    sense_count,
+)
 from samd_common.losses.skd import (
     SKDLoss,
     SKDParams,
@@ -20,16 +27,7 @@ from samd_common.losses.skd import (
     span_group_pairs,
 )
 from samd_common.models import load_encoder
-from samd_common.senses import (
-    ReservoirSampler,
-    SenseTable,
-    cluster_senses,
-    cluster_token,
-    markov_clustering,
-    mcl_affinity,
-    merge_tables,
-    sense_count,
-)
+from samd_common.senses import ReservoirSampler, SenseTable, merge_tables
 
 
 # ------------------------------------------------------------------ clustering
@@ -96,7 +94,7 @@ def test_cluster_senses_parallel_equals_serial_and_resumes(tmp_path, monkeypatch
     np.testing.assert_allclose(serial.vectors, parallel.vectors)
     assert serial.meta["kind"] == "senses" and len(serial) == 12
 
-    real = senses._cluster_shard
+    real = clustering._cluster_shard
     calls = []
 
     def flaky(shard, items, kwargs):
@@ -105,7 +103,7 @@ def test_cluster_senses_parallel_equals_serial_and_resumes(tmp_path, monkeypatch
             raise KeyboardInterrupt  # interrupted after two shards
         return real(shard, items, kwargs)
 
-    monkeypatch.setattr(senses, "_cluster_shard", flaky)
+    monkeypatch.setattr(clustering, "_cluster_shard", flaky)
     out = tmp_path / "dictionary"
     with pytest.raises(KeyboardInterrupt):
         cluster_senses(table, "kmeans", shard_size=3, out_dir=out, show_progress=False)
@@ -113,14 +111,13 @@ def test_cluster_senses_parallel_equals_serial_and_resumes(tmp_path, monkeypatch
         not senses.is_complete(out) and len(list(Path(f"{out}.partial").glob("shard-*.npz"))) == 2
     )
     calls.clear()
-    monkeypatch.setattr(senses, "_cluster_shard", real)
+    monkeypatch.setattr(clustering, "_cluster_shard", real)
     resumed = cluster_senses(table, "kmeans", shard_size=3, out_dir=out, show_progress=False)
     np.testing.assert_allclose(resumed.vectors, serial.vectors)
     assert senses.is_complete(out) and not Path(f"{out}.partial").exists()
     np.testing.assert_allclose(SenseTable.load(out).vectors, serial.vectors)
 
 
-# ------------------------------------------------------------------ gather and merge
 def test_reservoir_caps_counts_and_is_batch_independent():
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 5, size=400)

@@ -1,7 +1,7 @@
 """SKD — sense-dictionary knowledge distillation (Wang et al., Findings of ACL 2025).
 
 The teacher's last-layer token states are clustered per token id into a *sense dictionary*
-(``samd_common.senses``): token id v → centroids ``C_v`` (k_v × D_t). Distillation is token-level
+(``samd_common.clustering``): token v → centroids ``C_v`` (k_v × D_t). Distillation is token-level
 classification: for a student token mapped to a teacher token with id v, the student predicts
 which of v's senses the teacher's state is closest to, ``z = C_v · W h_s``, with target
 ``argmax_k C_v · h_t`` and cross-entropy over v's senses. ``W`` is the identity when the student
@@ -239,7 +239,7 @@ class SenseDictionary(nn.Module):
 class SKDParams:
     """SKD hyper-parameters (reference: sense loss only, dot-product senses, lr 5e-6)."""
 
-    dictionary: str | None = None  # folder of the sense dictionary (senses.cluster_senses)
+    dictionary: str | None = None  # folder of the sense dictionary (clustering.cluster_senses)
     projection: str = "auto"  # auto | identity | linear; auto = identity iff same tokenizer+width
     w_kd: float = 1.0  # weight of the sense loss
     w_task: float = 0.0  # SimCSE weight; 0 in the reference (DESIGN §6 default 0.5 not used)
@@ -277,7 +277,7 @@ class SKDLoss(nn.Module):
         if dictionary.meta.get("kind") != "senses":
             raise ValueError(
                 "SKDLoss needs a clustered sense dictionary (kind='senses'); run "
-                "senses.cluster_senses (scripts/skd.py cluster) on the gathered states first."
+                "clustering.cluster_senses (scripts/skd.py cluster) on the gathered states first."
             )
         self.student = student
         self.senses = SenseDictionary(dictionary)
@@ -340,7 +340,7 @@ def build_skd(student: SentenceEncoder, teacher, params: dict) -> SKDLoss:
     p = SKDParams.from_dict(params)
     if not p.dictionary:
         raise ValueError(
-            "SKD needs params['dictionary']: the folder written by senses.cluster_senses "
+            "SKD needs params['dictionary']: the folder written by clustering.cluster_senses "
             "(`python scripts/skd.py cluster …`); samd_common.skd.run_skd builds and passes it."
         )
     if teacher is not None and teacher.hidden_dim and p.projection == "identity":
