@@ -23,7 +23,7 @@ import pandas as pd
 
 from samd_common.batching import DistillDataset
 from samd_common.cache import build_teacher_cache
-from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, cache_root, resolve_setting
+from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, resolve_setting
 from samd_common.corpus import build_corpus, load_corpus
 from samd_common.data import load_tasks
 from samd_common.demo import write_demo_data
@@ -34,7 +34,7 @@ from samd_common.models import load_encoder, save_encoder, transformer_layers
 from samd_common.plots import plot_depth_grid as _plot_depth_grid
 from samd_common.plots import plot_dims
 from samd_common.results import comparison_table, record_results
-from samd_common.tiny import build_tiny_pair
+from samd_common.tiny import resolve_model
 from samd_common.training import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,6 @@ def make_config(
     )
 
 
-def _model_path(name: str) -> str:
-    if name in ("tiny-teacher", "tiny-student"):
-        return str(build_tiny_pair(cache_root() / "tiny")[name.split("-")[1]])
-    return name
-
-
 def _inputs(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
     """Evaluation folder and corpus texts (building demo data / a clean corpus if needed)."""
     eval_dir = Path(cfg.eval_dir) if cfg.eval_dir else None
@@ -170,7 +164,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     eval_dir, texts, corpus_info = _inputs(cfg, run_dir)
     tasks = load_tasks(cfg.eval.tasks, eval_dir)
     student = load_encoder(
-        _model_path(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
+        resolve_model(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
     )
     dims = default_dims(student.dim, cfg.eval.dims)  # halving series + configured dims
     if spec.elastic_depth:
@@ -191,7 +185,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     if spec.needs_teacher:
         t1 = time.perf_counter()
         teacher = load_encoder(
-            _model_path(cfg.teacher),
+            resolve_model(cfg.teacher),
             max_length=cfg.max_length,
             attn_implementation="eager",
             device=student.device,

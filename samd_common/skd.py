@@ -44,7 +44,6 @@ from samd_common.skd_config import (
 )
 from samd_common.skd_steps import (
     SenseEncoder,
-    _model_path,
     build_dictionary,
     evaluate_student,
     load_inputs,
@@ -54,6 +53,7 @@ from samd_common.skd_steps import (
     train_student,
     write_smoke_data,
 )
+from samd_common.tiny import resolve_model
 from samd_common.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def run_skd(cfg: SKDConfig) -> SKDResult:
     t0 = time.perf_counter()
     tasks, texts = load_inputs(cfg, run_dir)
     teacher = load_encoder(
-        _model_path(cfg.teacher), max_length=cfg.max_length, attn_implementation="eager"
+        resolve_model(cfg.teacher), max_length=cfg.max_length, attn_implementation="eager"
     )
     student0 = load_student(cfg, teacher)
     before = evaluate_mteb(

@@ -29,34 +29,28 @@ from samd_common.alignment import align_batch, token_spans
 from samd_common.batching import DistillDataset
 from samd_common.cache import build_teacher_cache
 from samd_common.clustering import cluster_senses
-from samd_common.config import cache_root
 from samd_common.losses.skd import SKDLoss, SKDParams, replace_with_senses, span_group_pairs
 from samd_common.models import SentenceEncoder, load_encoder, save_encoder
 from samd_common.mteb_eval import MTEBResult, TaskSplits, evaluate_mteb, load_mteb_task
 from samd_common.results import write_json_atomic
 from samd_common.senses import SenseTable, gather_task, is_complete, merge_tables, texts_fingerprint
 from samd_common.skd_config import EVAL_MODES, SKDConfig
+from samd_common.tiny import resolve_model
 from samd_common.training import TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ models and data
-def _model_path(name: str) -> str:
-    if name in ("tiny-teacher", "tiny-student"):
-        from samd_common.tiny import build_tiny_pair
-
-        return str(build_tiny_pair(cache_root() / "tiny")[name.split("-")[1]])
-    return name
-
-
 def load_student(cfg: SKDConfig, teacher: SentenceEncoder) -> SentenceEncoder:
     """The student: ``"teacher:N"`` copies the teacher's first N layers, else ``load_encoder``."""
     if cfg.student.startswith("teacher:"):
         from samd_common.llm2vec import first_layers
 
         return first_layers(teacher, int(cfg.student.split(":", 1)[1]))
-    return load_encoder(_model_path(cfg.student), max_length=cfg.max_length, device=teacher.device)
+    return load_encoder(
+        resolve_model(cfg.student), max_length=cfg.max_length, device=teacher.device
+    )
 
 
 def write_smoke_data(folder: Path) -> Path:

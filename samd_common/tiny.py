@@ -196,3 +196,15 @@ def build_tiny_pair(out_dir: str | Path, n_sentences: int = 400, seed: int = 0) 
             (path / "samd_model.json").write_text(json.dumps(meta))
         paths[role] = path
     return paths
+
+
+TINY_NAMES = ("tiny-teacher", "tiny-student")
+
+
+def resolve_model(name: str) -> str:
+    """``tiny-teacher``/``tiny-student`` → their built folder (under the cache); else ``name``."""
+    if name not in TINY_NAMES:
+        return name
+    from samd_common.config import cache_root
+
+    return str(build_tiny_pair(cache_root() / "tiny")[name.split("-")[1]])

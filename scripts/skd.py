@@ -33,6 +33,7 @@ from samd_common import clustering, senses, skd, skd_steps
 from samd_common.data import DataError
 from samd_common.models import load_encoder
 from samd_common.mteb_eval import evaluate_mteb, load_mteb_task
+from samd_common.tiny import resolve_model
 
 
 def _texts(args) -> dict[str, list[str]]:
@@ -48,7 +49,7 @@ def _texts(args) -> dict[str, list[str]]:
 def cmd_gather(args) -> None:
     """Gather reservoir-sampled teacher states for each --task."""
     args.max_length = args.max_length or 128
-    teacher = load_encoder(skd_steps._model_path(args.teacher), max_length=args.max_length)
+    teacher = load_encoder(resolve_model(args.teacher), max_length=args.max_length)
     for task, texts in _texts(args).items():
         path = senses.gather_task(
             teacher,
@@ -107,7 +108,7 @@ def cmd_train(args) -> None:
 
     cfg = _config(args)
     teacher = load_encoder(
-        skd_steps._model_path(cfg.teacher), max_length=cfg.max_length, attn_implementation="eager"
+        resolve_model(cfg.teacher), max_length=cfg.max_length, attn_implementation="eager"
     )
     corpus = [t for group in _texts(args).values() for t in group]
     cache = build_teacher_cache(teacher, corpus, cfg.max_length, layers=1)
@@ -126,7 +127,7 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 def cmd_evaluate(args) -> None:
     """MTEB scores of a trained SKD student in every evaluation mode."""
     cfg = _config(args, n_experiments=args.n_experiments)
-    teacher_tok = load_encoder(skd_steps._model_path(cfg.teacher), device="cpu")
+    teacher_tok = load_encoder(resolve_model(cfg.teacher), device="cpu")
     method = skd.load_skd_student(args.student_dir)
     tasks = [load_mteb_task(t, cfg.data_dir) for t in cfg.tasks]
     res = skd.evaluate_student(cfg, method, teacher_tok.tokenizer, teacher_tok.spec.prompt, tasks)
@@ -138,7 +139,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_evaluate_model(args) -> None:
     """MTEB scores of any encoder (no senses)."""
-    enc = load_encoder(skd_steps._model_path(args.model), max_length=args.max_length or 256)
+    enc = load_encoder(resolve_model(args.model), max_length=args.max_length or 256)
     data_dir = args.data_dir or skd.default_mteb_dir()
     tasks = [load_mteb_task(t, data_dir, splits=args.split or None) for t in args.task]
     res = evaluate_mteb(
