@@ -55,3 +55,20 @@ def test_readme_generated_sections_are_current():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.notebooks
+def test_sweep_runner_continues_after_a_failure_and_resumes(tmp_path):
+    """SAMD fails (no such teacher), MRL (teacher-free) still runs; a rerun skips MRL."""
+    pytest.importorskip("papermill")
+    cmd = [sys.executable, "scripts/run_experiments.py", "--methods", "SAMD", "MRL"]
+    cmd += ["--preset", "smoke", "--teacher", str(tmp_path / "no-such-teacher"), "--tag", "t"]
+    cmd += ["--output-dir", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "FAILED SAMD seed 0" in first.stdout and "1/2 runs have results" in first.stdout
+    done = tmp_path / "smoke" / "MRL+t" / "seed0" / "results.json"
+    assert json.loads(done.read_text())["method"] == "MRL"
+    stamp = done.stat().st_mtime_ns
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert "skip MRL seed 0" in again.stderr and done.stat().st_mtime_ns == stamp
