@@ -15,7 +15,7 @@ from typing import Any
 
 from samd_common.config import env_path, resolve_setting
 from samd_common.losses.skd import SKDParams
-from samd_common.mteb_eval import get_mteb_task
+from samd_common.mteb_tasks import get_mteb_task
 from samd_common.training import TrainConfig
 
 EVAL_MODES = ("replace", "continuous")

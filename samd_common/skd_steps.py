@@ -31,7 +31,8 @@ from samd_common.cache import build_teacher_cache
 from samd_common.clustering import cluster_senses
 from samd_common.losses.skd import SKDLoss, SKDParams, replace_with_senses, span_group_pairs
 from samd_common.models import SentenceEncoder, load_encoder, save_encoder
-from samd_common.mteb_eval import MTEBResult, TaskSplits, evaluate_mteb, load_mteb_task
+from samd_common.mteb_eval import MTEBResult, evaluate_mteb
+from samd_common.mteb_tasks import TaskSplits, load_mteb_task
 from samd_common.results import write_json_atomic
 from samd_common.senses import SenseTable, gather_task, is_complete, merge_tables, texts_fingerprint
 from samd_common.skd_config import EVAL_MODES, SKDConfig

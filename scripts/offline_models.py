@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from samd_common import provision as prov  # noqa: E402
+from samd_common import provision_recipes as recipes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"models to provision (default: {' '.join(prov.DEFAULT_MODELS)})",
+        help=f"models to provision (default: {' '.join(recipes.DEFAULT_MODELS)})",
     )
     ap.add_argument("--all", action="store_true", help="provision every known model")
     ap.add_argument("--force", action="store_true", help="rebuild even if already provisioned")
@@ -55,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[prov.ENV_VAR] = str(args.cache_dir.expanduser().resolve())
 
     if args.list:
-        for m in prov.OFFLINE_MODELS.values():
+        for m in recipes.OFFLINE_MODELS.values():
             path = prov.provisioned_path(m.name)
             print(f"{m.name}\t{path or '-'}\t{m.hf_id}\t{m.approx_size}\t{m.license}")
         return 0
 
-    names = list(prov.OFFLINE_MODELS) if args.all else args.names or list(prov.DEFAULT_MODELS)
+    names = list(recipes.OFFLINE_MODELS) if args.all else args.names or list(recipes.DEFAULT_MODELS)
     try:
         for n in names:
-            prov.get_model(n)
+            recipes.get_model(n)
     except KeyError as err:
         ap.error(err.args[0])
     for n in names:

@@ -32,7 +32,8 @@ from pathlib import Path
 from samd_common import clustering, senses, skd, skd_steps
 from samd_common.data import DataError
 from samd_common.models import load_encoder
-from samd_common.mteb_eval import evaluate_mteb, load_mteb_task
+from samd_common.mteb_eval import evaluate_mteb
+from samd_common.mteb_tasks import load_mteb_task
 from samd_common.tiny import resolve_model
 
 

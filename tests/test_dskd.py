@@ -7,10 +7,8 @@ import torch
 
 from samd_common.batching import DistillDataset
 from samd_common.cache import build_teacher_cache
-from samd_common.losses.dskd import (
-    PROJ_LR,
-    DSKDLoss,
-    DSKDParams,
+from samd_common.losses.dskd import PROJ_LR, DSKDLoss, DSKDParams
+from samd_common.losses.dskd_functional import (
     cross_model_attention,
     dual_space_losses,
     orthogonality_penalty,

@@ -9,16 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samd_common.mteb_eval import (
+from samd_common.mteb_eval import evaluate_mteb, logistic_regression_scores, undersample_indices
+from samd_common.mteb_tasks import (
     MTEB_TASKS,
     REFERENCE_TASKS,
     TaskUnavailable,
     csv_task,
-    evaluate_mteb,
     get_mteb_task,
     load_mteb_task,
-    logistic_regression_scores,
-    undersample_indices,
 )
 
 MTEB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mteb"

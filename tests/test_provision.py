@@ -1,4 +1,4 @@
-"""Tests of samd_common.provision: registry, cache folder, atomic/idempotent builds, real models."""
+"""Tests of provision + provision_recipes: registry, cache folder, atomic builds, real models."""
 
 from __future__ import annotations
 
@@ -11,33 +11,34 @@ from pathlib import Path
 import pytest
 
 from samd_common import provision as prov
+from samd_common import provision_recipes as recipes
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = prov.OfflineModel("fake-model", "a fake for tests", "org/fake-model", "none", "1 kB", "x")
+FAKE = recipes.OfflineModel("fake-model", "a fake for tests", "org/fake-model", "none", "1 kB", "x")
 
 
 # ---------------------------------------------------------------- registry
 def test_registry_entries():
-    assert set(prov.OFFLINE_MODELS) == {
+    assert set(recipes.OFFLINE_MODELS) == {
         "minilm-l6",
         "e5-small",
         "embeddinggemma-300m",
         "mpnet-base",
     }
-    assert prov.OFFLINE_MODELS["minilm-l6"].hf_id == "sentence-transformers/all-MiniLM-L6-v2"
-    assert prov.OFFLINE_MODELS["e5-small"].hf_id == "intfloat/multilingual-e5-small"
-    assert prov.OFFLINE_MODELS["embeddinggemma-300m"].hf_id == "google/embeddinggemma-300m"
-    assert prov.OFFLINE_MODELS["mpnet-base"].hf_id == "sentence-transformers/all-mpnet-base-v2"
-    assert "Gemma" in prov.OFFLINE_MODELS["embeddinggemma-300m"].license
-    assert set(prov.BUILDERS) == set(prov.OFFLINE_MODELS)
-    assert set(prov.DEFAULT_MODELS) <= set(prov.OFFLINE_MODELS)
-    for name, model in prov.OFFLINE_MODELS.items():
+    assert recipes.OFFLINE_MODELS["minilm-l6"].hf_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert recipes.OFFLINE_MODELS["e5-small"].hf_id == "intfloat/multilingual-e5-small"
+    assert recipes.OFFLINE_MODELS["embeddinggemma-300m"].hf_id == "google/embeddinggemma-300m"
+    assert recipes.OFFLINE_MODELS["mpnet-base"].hf_id == "sentence-transformers/all-mpnet-base-v2"
+    assert "Gemma" in recipes.OFFLINE_MODELS["embeddinggemma-300m"].license
+    assert set(recipes.BUILDERS) == set(recipes.OFFLINE_MODELS)
+    assert set(recipes.DEFAULT_MODELS) <= set(recipes.OFFLINE_MODELS)
+    for name, model in recipes.OFFLINE_MODELS.items():
         assert model.name == name
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.name = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("call", [prov.get_model, prov.provisioned_path, prov.provision])
+@pytest.mark.parametrize("call", [recipes.get_model, prov.provisioned_path, prov.provision])
 def test_unknown_name_suggests(call, tmp_path, monkeypatch):
     monkeypatch.setenv("SAMD_CACHE_DIR", str(tmp_path))
     with pytest.raises(KeyError, match="did you mean 'minilm-l6'"):
@@ -49,8 +50,8 @@ def test_unknown_name_suggests(call, tmp_path, monkeypatch):
 
 def test_provision_all_checks_names_first(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(prov.OFFLINE_MODELS, FAKE.name, FAKE)
-    monkeypatch.setitem(prov.BUILDERS, FAKE.name, lambda out, scratch: pytest.fail("built"))
+    monkeypatch.setitem(recipes.OFFLINE_MODELS, FAKE.name, FAKE)
+    monkeypatch.setitem(recipes.BUILDERS, FAKE.name, lambda out, scratch: pytest.fail("built"))
     with pytest.raises(KeyError, match="gemma"):
         prov.provision_all([FAKE.name, "embeddingemma"])
 
@@ -72,8 +73,8 @@ def test_cache_dir_default(tmp_path, monkeypatch):
 def fake(tmp_path, monkeypatch):
     """Register a fake model whose build writes two files; returns the list of build calls."""
     monkeypatch.setenv("SAMD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(prov.OFFLINE_MODELS, FAKE.name, FAKE)
-    monkeypatch.setitem(prov.CHECKS, FAKE.name, lambda path: None)
+    monkeypatch.setitem(recipes.OFFLINE_MODELS, FAKE.name, FAKE)
+    monkeypatch.setitem(recipes.CHECKS, FAKE.name, lambda path: None)
     calls: list[Path] = []
 
     def build(out: Path, scratch: Path) -> str:
@@ -87,7 +88,7 @@ def fake(tmp_path, monkeypatch):
         (out / "sub" / "weights.bin").write_bytes(b"w")
         return f"fake=={len(calls)}"
 
-    monkeypatch.setitem(prov.BUILDERS, FAKE.name, build)
+    monkeypatch.setitem(recipes.BUILDERS, FAKE.name, build)
     return calls
 
 
@@ -124,18 +125,18 @@ def test_force_rebuilds_and_replaces(fake):
 
 
 def test_interrupted_build_leaves_nothing_complete(fake, monkeypatch):
-    good = prov.BUILDERS[FAKE.name]
+    good = recipes.BUILDERS[FAKE.name]
 
     def crash(out: Path, scratch: Path) -> str:
         good(out, scratch)
         raise KeyboardInterrupt  # e.g. Ctrl-C after files were written
 
-    monkeypatch.setitem(prov.BUILDERS, FAKE.name, crash)
+    monkeypatch.setitem(recipes.BUILDERS, FAKE.name, crash)
     with pytest.raises(KeyboardInterrupt):
         prov.provision(FAKE.name)
     assert prov.provisioned_path(FAKE.name) is None
     assert not (prov.cache_dir() / FAKE.name).exists() and _leftovers() == []
-    monkeypatch.setitem(prov.BUILDERS, FAKE.name, good)
+    monkeypatch.setitem(recipes.BUILDERS, FAKE.name, good)
     assert prov.provision(FAKE.name) == prov.provisioned_path(FAKE.name)
 
 
@@ -144,7 +145,7 @@ def test_failed_check_leaves_nothing(fake, monkeypatch):
         assert (path / "config.json").is_file() and not (path / prov.MARKER).exists()
         raise RuntimeError("does not load")
 
-    monkeypatch.setitem(prov.CHECKS, FAKE.name, bad_check)
+    monkeypatch.setitem(recipes.CHECKS, FAKE.name, bad_check)
     with pytest.raises(RuntimeError, match="does not load"):
         prov.provision(FAKE.name)
     assert prov.provisioned_path(FAKE.name) is None and _leftovers() == []
@@ -175,11 +176,11 @@ def test_join_and_extract(tmp_path):
         parts.append(tmp_path / f"model.zip.{i + 1:03d}")
         parts[-1].write_bytes(data[start : start + 100])
     joined = tmp_path / "joined.zip"
-    prov._join(parts, joined)
+    recipes._join(parts, joined)
     assert joined.read_bytes() == data
     out = tmp_path / "out"
     out.mkdir()
-    prov._extract_model_dir(joined, out)
+    recipes._extract_model_dir(joined, out)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "2_Dense/config.json",
         "config.json",
@@ -193,7 +194,7 @@ def test_extract_rejects_unsafe_paths(tmp_path):
         zf.writestr("../evil.txt", "x")
     (tmp_path / "out").mkdir()
     with pytest.raises(RuntimeError, match="unsafe"):
-        prov._extract_model_dir(bad, tmp_path / "out")
+        recipes._extract_model_dir(bad, tmp_path / "out")
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -247,7 +248,7 @@ def test_real_model_loads(name, monkeypatch):
     path = _real(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     meta = json.loads((path / prov.META_FILE).read_text())
-    assert meta["short_name"] == name and meta["hf_id"] == prov.OFFLINE_MODELS[name].hf_id
+    assert meta["short_name"] == name and meta["hf_id"] == recipes.OFFLINE_MODELS[name].hf_id
     tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = transformers.AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     assert model.config.hidden_size == REAL[name]

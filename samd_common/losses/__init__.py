@@ -22,9 +22,8 @@ from samd_common.losses.common import (
     mrd_dims,
     row_normalize,
 )
-from samd_common.losses.dskd import (
-    DSKDLoss,
-    DSKDParams,
+from samd_common.losses.dskd import DSKDLoss, DSKDParams
+from samd_common.losses.dskd_functional import (
     cross_model_attention,
     dual_space_losses,
     orthogonality_penalty,

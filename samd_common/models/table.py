@@ -107,7 +107,7 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
 
 
 def _offline_names() -> set[str]:
-    from samd_common.provision import OFFLINE_MODELS
+    from samd_common.provision_recipes import OFFLINE_MODELS
 
     return set(OFFLINE_MODELS)
 
