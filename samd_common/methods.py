@@ -55,6 +55,7 @@ class MethodSpec:
     elastic_depth: bool = False  # also evaluated on a layers × dims grid (ESE)
     maps: tuple[str, ...] = ()  # string maps DistillDataset adds (alignment.STRING_MAPS)
     train_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig values (proj_lr)
+    ours: bool = False  # the project's own method (SAMD, SAMD-MRL); the rest are baselines
 
 
 def _build_samd(
@@ -143,6 +144,7 @@ METHODS: dict[str, MethodSpec] = {
                 "teacher embedding) plus a span-aware attention-CKA loss, on top of SimCSE."
             ),
             citation=samd.CITATION,
+            ours=True,
         ),
         MethodSpec(
             "MRL",
@@ -188,6 +190,7 @@ METHODS: dict[str, MethodSpec] = {
                 "span-aware attention alignment (α) from a cross-tokenizer teacher."
             ),
             citation=samd.CITATION + "\n\n" + mrl.CITATION,
+            ours=True,
         ),
         MethodSpec(
             "SKD",

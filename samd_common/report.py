@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -197,16 +198,26 @@ def matryoshka_table(summary: pd.DataFrame) -> pd.DataFrame:
     return frame[["label", "group", *dims, "d/2 %", "d/4 %", "d/8 %"]]
 
 
-def difference_vs_best(summary: pd.DataFrame, method: str, dim: int) -> list[dict]:
-    """``method`` minus the best other non-ablation distilled label, for avg ID and avg OOD.
+def difference_vs_best(
+    summary: pd.DataFrame, method: str, dim: int, baselines: Iterable[str] | None = None
+) -> list[dict]:
+    """``method`` minus the best baseline label, for avg ID and avg OOD.
 
-    The spread combines both labels' seeds: sqrt(s1²/n1 + s2²/n2) (std 0 for one seed).
+    Candidates are the other distilled labels without an ablation tag ('+'), restricted to
+    ``baselines`` when given (e.g. the registry's non-``ours`` methods, so that SAMD is not
+    compared with its own SAMD-MRL variant). The spread combines both labels' seeds:
+    sqrt(s1²/n1 + s2²/n2) (std 0 for one seed).
     """
     out = []
+    allowed = None if baselines is None else set(baselines)
     data = summary[(summary.kind == DISTILLED) & (summary.dim == dim)]
     for group in AVERAGES:
         rows = data[data.task == group].set_index("label")
-        others = [x for x in rows.index if "+" not in x and x != method]
+        others = [
+            x
+            for x in rows.index
+            if "+" not in x and x != method and (allowed is None or x in allowed)
+        ]
         if method not in rows.index or not others:
             continue
         best = rows.loc[others, "mean"].idxmax()

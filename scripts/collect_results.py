@@ -33,6 +33,7 @@ import pandas as pd
 
 matplotlib.use("Agg")  # headless: figures are written to files
 
+from samd_common.methods import METHODS  # noqa: E402
 from samd_common.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
 from samd_common.report import (  # noqa: E402
     DISTILLED,
@@ -77,8 +78,10 @@ def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Pat
             index=part.index,
         )
         sections += [f"### {group}", to_markdown(text.rename_axis("model"))]
-    sections.append(f"## {method} vs best baseline (@{full})")
-    diffs = difference_vs_best(summary, method, full)
+    baselines = [name for name, spec in METHODS.items() if not spec.ours]
+    sections.append(f"## {method} vs the best baseline (@{full})")
+    sections.append(f"Baselines: {', '.join(baselines)} (not ours, no ablations).")
+    diffs = difference_vs_best(summary, method, full, baselines)
     sections.append(
         "\n".join(
             f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}"
@@ -89,7 +92,7 @@ def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Pat
             )
             for d in diffs
         )
-        or f"- not available: needs `{method}` and another non-ablation label at dim {full}."
+        or f"- not available: needs `{method}` and a baseline (non-ablation) run at dim {full}."
     )
     plot_sweep_dims(summary, out / "matryoshka.png")
     plot_sweep_tasks(summary, full, out / "tasks.png")

@@ -12,6 +12,7 @@ import pytest
 
 from samd_common import report
 from samd_common.data import TASKS
+from samd_common.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = [384, 192, 96, 48]
@@ -64,6 +65,7 @@ def sweep(tmp_path_factory):
         write_run(root, "MinED", seed, suite_metrics(base))
     write_run(root, "MRL", 0, suite_metrics(68.0, {"stsb": 79.0}))
     write_run(root, "SAMD+no-sam", 0, suite_metrics(71.0))  # beats MinED, but an ablation
+    write_run(root, "SAMD-MRL", 0, suite_metrics(71.5))  # beats MinED, but ours: no baseline
     skd = {
         "continuous/Banking77Classification/accuracy@384": 81.0,
         "replace/Banking77Classification/accuracy@384": 79.0,
@@ -128,7 +130,11 @@ def test_teacher_student_and_ablation_rows(collected):
 
 def test_best_baseline_excludes_ablations(sweep):
     summary = report.summarize(report.collect(report.load_runs(sweep), []))
-    diffs = {d["group"]: d for d in report.difference_vs_best(summary, "SAMD", 384)}
+    baselines = [name for name, spec in METHODS.items() if not spec.ours]
+    assert "SAMD-MRL" not in baselines and "MinED" in baselines
+    unrestricted = report.difference_vs_best(summary, "SAMD", 384)
+    assert unrestricted[0]["baseline"] == "SAMD-MRL"
+    diffs = {d["group"]: d for d in report.difference_vs_best(summary, "SAMD", 384, baselines)}
     assert diffs["avg ID"]["baseline"] == "MinED"
     assert diffs["avg ID"]["diff"] == pytest.approx(2.0)
     assert diffs["avg ID"]["spread"] == pytest.approx(math.sqrt(4 / 3 + 1 / 3))
