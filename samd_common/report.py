@@ -237,9 +237,22 @@ def difference_vs_best(
     return out
 
 
-def skd_summary(runs: list[dict]) -> pd.DataFrame:
-    """SKD runs (MTEB accuracy keys): mean/std/n per ``<label>/<flavour>`` × ``<task>@<dim>``."""
+def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
+    """SKD runs (MTEB accuracy keys): mean/std/n per ``<label>/<flavour>`` × ``<task>@<dim>``.
+
+    ``refs`` (reference evaluations, :func:`load_references`) with MTEB keys
+    (``"{task}/accuracy@{dim}"``, e.g. ``scripts/skd.py evaluate-model --json``) come first, as
+    ``teacher (<model>)`` rows.
+    """
     rows = []
+    for ref in refs:
+        if is_suite(ref["metrics"]):
+            continue
+        for key, value in ref["metrics"].items():
+            m = SKD_KEY.match(f"ref/{key}")
+            if m and not m["name"].startswith("avg/") and not m["name"].endswith("/validation"):
+                label, column = f"teacher ({ref.get('model')})", f"{m['name']}@{m['dim']}"
+                rows.append(dict(label=label, column=column, seed=0, value=value))
     for run in runs:
         payload = run["payload"]
         if is_suite(payload.get("metrics") or {}):

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(long)
         summary.to_csv(out / "summary.csv", index=False)
         sections += suite_sections(summary, args.dims, args.method, out)
-    skd = skd_summary(runs)
+    skd = skd_summary(runs, load_references(args.results_dir))
     if not skd.empty:
         skd.to_csv(out / "skd.csv", index=False)
         sections += ["## MTEB classification (SKD runs)", skd_section(skd)]

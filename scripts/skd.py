@@ -34,6 +34,7 @@ from samd_common.data import DataError
 from samd_common.models import load_encoder
 from samd_common.mteb_eval import evaluate_mteb
 from samd_common.mteb_tasks import load_mteb_task
+from samd_common.results import record_results
 from samd_common.tiny import resolve_model
 
 
@@ -147,8 +148,11 @@ def cmd_evaluate_model(args) -> None:
         lambda t: enc.encode(t, show_progress=True), tasks, n_experiments=args.n_experiments
     )
     _print_metrics(res.metrics)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res.metrics, indent=1))
+    if args.json:  # a reference evaluation: collect_results.py reads it from _reference/
+        config = {"tasks": args.task, "splits": args.split, "max_length": enc.max_length}
+        record_results(
+            args.json, method="eval", model=args.model, config=config, metrics=res.metrics
+        )
 
 
 def cmd_all(args) -> None:

@@ -79,6 +79,13 @@ def sweep(tmp_path_factory):
     teacher = {"method": "eval", "model": "embeddinggemma-300m", "dims": [768, 384]}
     teacher["metrics"] = suite_metrics(80.0, dims=[768, 384])
     (ref / "teacher.json").write_text(json.dumps(teacher))
+    mteb_teacher = {"method": "eval", "model": "e5-small"}  # scripts/skd.py evaluate-model
+    mteb_teacher["metrics"] = {
+        "Banking77Classification/accuracy@384": 83.0,
+        "Banking77Classification/validation/accuracy@384": 10.0,
+        "avg/mteb/accuracy@384": 83.0,
+    }
+    (ref / "teacher-mteb.json").write_text(json.dumps(mteb_teacher))
     (ref / "notes.txt").write_text("ignored")
     (root / "README.md").write_text("ignored")
     return root
@@ -147,6 +154,8 @@ def test_results_md_sections(collected):
     skd = text.split("## MTEB classification (SKD runs)")[1]
     assert _row(skd, "SKD/continuous")[1:] == ["81.00", "81.00"]
     assert _row(skd, "SKD/student")[1] == "75.00"
+    assert _row(skd, "teacher (e5-small)")[1] == "83.00"  # MTEB-keyed reference: SKD table only
+    assert "teacher (e5-small)" not in text.split("## MTEB classification (SKD runs)")[0]
     assert "validation" not in skd
 
 
