@@ -429,3 +429,28 @@ def test_run_skd_sep_reference_setting_smoke(tmp_path):
         assert (result.student_dirs[name] / "skd_head.pt").is_file()
     again = run_skd(cfg)  # resumes: dictionaries are reused
     assert again.metrics == result.metrics
+
+
+def test_evaluate_model_json_is_a_reference_for_collect_results(tmp_path):
+    """``skd.py evaluate-model --json`` writes a results payload that the SKD table reads."""
+    import importlib.util
+
+    from samd_common.report import load_references, skd_summary
+    from samd_common.skd_steps import write_smoke_data
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("skd_cli", root / "scripts" / "skd.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    data = write_smoke_data(tmp_path / "mteb")
+    out = tmp_path / "sweep" / "_reference" / "teacher-tiny.json"
+    out.parent.mkdir(parents=True)
+    argv = ["evaluate-model", "tiny-teacher", "--task", "Banking77", "--data-dir", str(data)]
+    assert cli.main([*argv, "--split", "test", "--n-experiments", "1", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["method"] == "eval" and payload["model"] == "tiny-teacher"
+    assert "torch" in payload["env"] and payload["config"]["splits"] == ["test"]
+    table = skd_summary([], load_references(out.parent.parent))
+    assert list(table.label.unique()) == ["teacher (tiny-teacher)"]
+    assert table.loc[0, "column"].startswith("Banking77Classification@")
+    assert 0.0 <= table.loc[0, "mean"] <= 100.0
