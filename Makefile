@@ -42,8 +42,9 @@ RUNS ?= outputs/runs
 cpu-bench:
 	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
 	$(PY) scripts/run_experiments.py --methods all --seeds $(SEEDS) --preset cpu-bench \
-	  --reference --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)
-	$(PY) scripts/collect_results.py $(RUNS)/cpu-bench --out results/cpu-bench
+	  --reference --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) \
+	  --archive results/cpu-bench/runs
+	$(PY) scripts/collect_results.py results/cpu-bench/runs --out results/cpu-bench
 
 lint: setup
 	$(PY) -m ruff check .

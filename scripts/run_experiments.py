@@ -14,6 +14,11 @@ ends with a summary of failures (exit code 1 if any). ``--reference`` also evalu
 once with the preset's protocol (``<output-dir>/<preset>/_reference/``); the undistilled student
 is in every run's results (``metrics_before``). ``scripts/collect_results.py`` builds the tables.
 
+``--archive DIR`` also copies every finished ``results.json`` (and the teacher reference) to
+``DIR/<method>[+<tag>]/seed<k>/results.json``, a small tree that can be committed (e.g.
+``results/cpu-bench/runs``): runs found there are skipped too, so a sweep resumes on a fresh
+machine from the committed files, and ``collect_results.py DIR`` rebuilds the tables from them.
+
 SKD (``CTKD/SKD.ipynb``) is evaluated with the MTEB classification protocol on its own task
 files, so ``eval_dir``/``train_csv`` parameters are not passed to it.
 """
@@ -90,6 +95,15 @@ def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
     return path
 
 
+def archive_copy(src: Path, archive: Path | None, rel: Path) -> None:
+    """Copy a finished results JSON into the archive tree (atomically; no-op without one)."""
+    if archive is None or not src.is_file():
+        return
+    from samd_common.results import load_results, write_json_atomic
+
+    write_json_atomic(archive / rel, load_results(src))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep; print a summary."""
     p = argparse.ArgumentParser(
@@ -104,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], help="extra notebook parameter")
     p.add_argument("--tag", default="", help="variant name appended to the method's folder")
     p.add_argument("--reference", action="store_true", help="also evaluate the teacher once")
+    p.add_argument(
+        "--archive", type=Path, default=None, help="copy results JSONs here; skip runs found here"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     methods = (
@@ -116,13 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     label = "{}+" + args.tag if args.tag else "{}"
     if args.reference:
         try:
-            reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
+            ref = reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
+            archive_copy(ref, args.archive, Path("_reference") / ref.name)
         except Exception as err:  # noqa: BLE001 - the runs go on without the teacher row
             failures.append(("teacher", -1, f"{type(err).__name__}: {str(err)[:300]}"))
     for method, seed in tqdm(runs, desc="runs"):
-        run_dir = args.output_dir / args.preset / label.format(method) / f"seed{seed}"
+        rel = Path(label.format(method)) / f"seed{seed}" / "results.json"
+        run_dir = args.output_dir / args.preset / rel.parent
         if (run_dir / "results.json").is_file():
             log.info("skip %s seed %d (results exist)", method, seed)
+            archive_copy(run_dir / "results.json", args.archive, rel)
+            done += 1
+            continue
+        if args.archive is not None and (args.archive / rel).is_file():
+            log.info("skip %s seed %d (results archived in %s)", method, seed, args.archive)
             done += 1
             continue
         t0 = time.perf_counter()
@@ -130,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             params = dict(base)
             if method == "SKD":  # MTEB task files, not the 9-task suite
                 params = {k: v for k, v in params.items() if k not in ("eval_dir", "train_csv")}
-            run_one(method, seed, run_dir, params)
+            archive_copy(run_one(method, seed, run_dir, params), args.archive, rel)
             done += 1
             log.info("done %s seed %d in %.0f s", method, seed, time.perf_counter() - t0)
         except Exception as err:  # noqa: BLE001 - one failing run must not stop the sweep

@@ -64,11 +64,21 @@ def test_sweep_runner_continues_after_a_failure_and_resumes(tmp_path):
     cmd = [sys.executable, "scripts/run_experiments.py", "--methods", "SAMD", "MRL"]
     cmd += ["--preset", "smoke", "--teacher", str(tmp_path / "no-such-teacher"), "--tag", "t"]
     cmd += ["--output-dir", str(tmp_path)]
-    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    kw = dict(capture_output=True, text=True)
+    first = subprocess.run(cmd, cwd=REPO, **kw)
     assert first.returncode == 1, first.stdout + first.stderr
     assert "FAILED SAMD seed 0" in first.stdout and "1/2 runs have results" in first.stdout
     done = tmp_path / "smoke" / "MRL+t" / "seed0" / "results.json"
     assert json.loads(done.read_text())["method"] == "MRL"
     stamp = done.stat().st_mtime_ns
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    again = subprocess.run(cmd + ["--archive", str(tmp_path / "arch")], cwd=REPO, **kw)
     assert "skip MRL seed 0" in again.stderr and done.stat().st_mtime_ns == stamp
+    archived = tmp_path / "arch" / "MRL+t" / "seed0" / "results.json"
+    assert json.loads(archived.read_text()) == json.loads(done.read_text())
+    # a fresh machine: outputs gone, the (committed) archive is there → nothing reruns
+    fresh = [c if c != str(tmp_path) else str(tmp_path / "fresh") for c in cmd]
+    third = subprocess.run(
+        [*fresh, "--methods", "MRL", "--archive", str(tmp_path / "arch")], cwd=REPO, **kw
+    )
+    assert "results archived" in third.stderr and third.returncode == 0
+    assert not (tmp_path / "fresh" / "smoke" / "MRL+t").exists()
