@@ -250,7 +250,7 @@ def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
             continue
         for key, value in ref["metrics"].items():
             m = SKD_KEY.match(f"ref/{key}")
-            if m and not m["name"].startswith("avg/") and not m["name"].endswith("/validation"):
+            if m and not m["name"].endswith("/validation"):
                 label, column = f"teacher ({ref.get('model')})", f"{m['name']}@{m['dim']}"
                 rows.append(dict(label=label, column=column, seed=0, value=value))
     for run in runs:
