@@ -207,15 +207,16 @@ class SenseDictionary(nn.Module):
 
     def __init__(self, table) -> None:
         super().__init__()
-        ids = torch.as_tensor(np.asarray(table.token_ids), dtype=torch.long)
+        # np.array copies: the table may be a read-only memory map (torch warns on those)
+        ids = torch.as_tensor(np.array(table.token_ids), dtype=torch.long)
         lookup = torch.full((int(ids.max()) + 1 if len(ids) else 1,), -1, dtype=torch.long)
         lookup[ids] = torch.arange(len(ids))
         self.register_buffer("entry_of_id", lookup, persistent=False)
         self.register_buffer(
-            "offsets", torch.as_tensor(np.asarray(table.offsets), dtype=torch.long), False
+            "offsets", torch.as_tensor(np.array(table.offsets), dtype=torch.long), False
         )
         self.register_buffer(
-            "centroids", torch.as_tensor(np.asarray(table.vectors, dtype=np.float32)), False
+            "centroids", torch.as_tensor(np.array(table.vectors, dtype=np.float32)), False
         )
         self.meta = dict(table.meta)
 
