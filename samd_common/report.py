@@ -237,6 +237,14 @@ def difference_vs_best(
     return out
 
 
+def _skd_values(metrics: dict[str, float]):
+    """``(flavour, column, value)`` of each main-split MTEB accuracy key ``flavour/task/…@dim``."""
+    for key, value in metrics.items():
+        m = SKD_KEY.match(key)
+        if m and not m["name"].endswith("/validation"):
+            yield m["flavour"], f"{m['name']}@{m['dim']}", value
+
+
 def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
     """SKD runs (MTEB accuracy keys): mean/std/n per ``<label>/<flavour>`` × ``<task>@<dim>``.
 
@@ -246,23 +254,20 @@ def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
     """
     rows = []
     for ref in refs:
-        if is_suite(ref["metrics"]):
-            continue
-        for key, value in ref["metrics"].items():
-            m = SKD_KEY.match(f"ref/{key}")
-            if m and not m["name"].endswith("/validation"):
-                label, column = f"teacher ({ref.get('model')})", f"{m['name']}@{m['dim']}"
+        if not is_suite(ref["metrics"]):  # un-prefixed MTEB keys: give them a flavour
+            prefixed = {f"teacher/{k}": v for k, v in ref["metrics"].items()}
+            for _, column, value in _skd_values(prefixed):
+                label = f"teacher ({ref.get('model')})"
                 rows.append(dict(label=label, column=column, seed=0, value=value))
     for run in runs:
         payload = run["payload"]
         if is_suite(payload.get("metrics") or {}):
             continue
         for metrics in (payload.get("metrics") or {}, payload.get("metrics_before") or {}):
-            for key, value in metrics.items():
-                m = SKD_KEY.match(key)
-                if m and m["flavour"] != "avg" and not m["name"].endswith("/validation"):
-                    row, column = f"{run['label']}/{m['flavour']}", f"{m['name']}@{m['dim']}"
-                    rows.append(dict(label=row, column=column, seed=run["seed"], value=value))
+            for flavour, column, value in _skd_values(metrics):
+                if flavour != "avg":  # avg/all/id@… is the suite-wide headline key
+                    label = f"{run['label']}/{flavour}"
+                    rows.append(dict(label=label, column=column, seed=run["seed"], value=value))
     if not rows:
         return pd.DataFrame(columns=["label", "column", "mean", "std", "n"])
     grouped = pd.DataFrame(rows).groupby(["label", "column"], sort=False)["value"]

@@ -134,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.results_dir
     out.mkdir(parents=True, exist_ok=True)
-    long = collect(runs, load_references(args.results_dir))
+    refs = load_references(args.results_dir)
+    long = collect(runs, refs)
     sections = [f"# Results of {args.results_dir}"]
     if (long.kind == DISTILLED).any():
         long.to_csv(out / "runs.csv", index=False)
         summary = summarize(long)
         summary.to_csv(out / "summary.csv", index=False)
         sections += suite_sections(summary, args.dims, args.method, out)
-    skd = skd_summary(runs, load_references(args.results_dir))
+    skd = skd_summary(runs, refs)
     if not skd.empty:
         skd.to_csv(out / "skd.csv", index=False)
         sections += ["## MTEB classification (SKD runs)", skd_section(skd)]
