@@ -198,6 +198,28 @@ def matryoshka_table(summary: pd.DataFrame) -> pd.DataFrame:
     return frame[["label", "group", *dims, "d/2 %", "d/4 %", "d/8 %"]]
 
 
+def _difference(rows: pd.DataFrame, group: str, a: str, b: str) -> dict:
+    """``a − b`` of one average; spread sqrt(s1²/n1 + s2²/n2) over both labels' seeds."""
+    ra, rb = rows.loc[a], rows.loc[b]
+    spread = math.sqrt(sum(np.nan_to_num(r["std"]) ** 2 / r["n"] for r in (ra, rb)))
+    return dict(
+        group=group,
+        method=a,
+        baseline=b,
+        diff=ra["mean"] - rb["mean"],
+        spread=spread,
+        n_method=int(ra["n"]),
+        n_baseline=int(rb["n"]),
+    )
+
+
+def _averages(summary: pd.DataFrame, dim: int):
+    """``(group, rows indexed by label)`` of the distilled runs' averages at ``dim``."""
+    data = summary[(summary.kind == DISTILLED) & (summary.dim == dim)]
+    for group in AVERAGES:
+        yield group, data[data.task == group].set_index("label")
+
+
 def difference_vs_best(
     summary: pd.DataFrame, method: str, dim: int, baselines: Iterable[str] | None = None
 ) -> list[dict]:
@@ -210,30 +232,29 @@ def difference_vs_best(
     """
     out = []
     allowed = None if baselines is None else set(baselines)
-    data = summary[(summary.kind == DISTILLED) & (summary.dim == dim)]
-    for group in AVERAGES:
-        rows = data[data.task == group].set_index("label")
+    for group, rows in _averages(summary, dim):
         others = [
             x
             for x in rows.index
             if "+" not in x and x != method and (allowed is None or x in allowed)
         ]
-        if method not in rows.index or not others:
-            continue
-        best = rows.loc[others, "mean"].idxmax()
-        a, b = rows.loc[method], rows.loc[best]
-        spread = math.sqrt(sum(np.nan_to_num(r["std"]) ** 2 / r["n"] for r in (a, b)))
-        out.append(
-            dict(
-                group=group,
-                method=method,
-                baseline=best,
-                diff=a["mean"] - b["mean"],
-                spread=spread,
-                n_method=int(a["n"]),
-                n_baseline=int(b["n"]),
-            )
-        )
+        if method in rows.index and others:
+            out.append(_difference(rows, group, method, rows.loc[others, "mean"].idxmax()))
+    return out
+
+
+def ablation_effects(summary: pd.DataFrame, dim: int) -> list[dict]:
+    """What each ablated term contributes: ``<method>`` minus ``<method>+<tag>`` per average.
+
+    A positive ``diff`` means the full method scores higher, i.e. the removed term helps.
+    Keys as :func:`difference_vs_best` (``method`` the full label, ``baseline`` the ablation).
+    """
+    out = []
+    for group, rows in _averages(summary, dim):
+        for label in rows.index:
+            base = label.split("+")[0]
+            if "+" in label and base in rows.index:
+                out.append(_difference(rows, group, base, label))
     return out
 
 

@@ -13,7 +13,8 @@ Output (in OUT_DIR, default RESULTS_DIR):
 * ``results.md``: per-task table at the full dim (and at each ``--dims``): teacher, undistilled
   student, one row per label as mean ± std over seeds, best distilled value per column in bold;
   the Matryoshka table (avg ID / OOD per dim, % retained at d/2, d/4, d/8); "<method> vs best
-  baseline" (ablations, labels with '+', excluded); SKD runs in a separate MTEB table.
+  baseline" (ablations, labels with '+', excluded); "Ablations" (each ``<method>`` minus its
+  ``<method>+<tag>`` runs: what the removed term contributes); SKD runs in a separate MTEB table.
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
   ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``.
 * ``matryoshka.png`` (avg score vs dim) and ``tasks.png`` (per-task bars at the full dim).
@@ -37,6 +38,7 @@ from samd_common.methods import METHODS  # noqa: E402
 from samd_common.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
 from samd_common.report import (  # noqa: E402
     DISTILLED,
+    ablation_effects,
     cell,
     collect,
     difference_vs_best,
@@ -54,6 +56,16 @@ log = logging.getLogger("collect_results")
 
 def _fmt(value: float, spec: str = ".2f") -> str:
     return "-" if pd.isna(value) else format(value, spec)
+
+
+def _diff_line(d: dict) -> str:
+    """``- avg ID: A − B = +x ± s (n = …)`` for one :func:`difference_vs_best` entry."""
+    seeds = (
+        f" ± {d['spread']:.2f} (n = {d['n_method']} vs {d['n_baseline']} seeds)"
+        if max(d["n_method"], d["n_baseline"]) > 1
+        else " (one seed each: no spread yet)"
+    )
+    return f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}{seeds}"
 
 
 def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Path) -> list[str]:
@@ -83,17 +95,16 @@ def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Pat
     sections.append(f"Baselines: {', '.join(baselines)} (not ours, no ablations).")
     diffs = difference_vs_best(summary, method, full, baselines)
     sections.append(
-        "\n".join(
-            f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}"
-            + (
-                f" ± {d['spread']:.2f} (n = {d['n_method']} vs {d['n_baseline']} seeds)"
-                if max(d["n_method"], d["n_baseline"]) > 1
-                else " (one seed each: no spread yet)"
-            )
-            for d in diffs
-        )
+        "\n".join(_diff_line(d) for d in diffs)
         or f"- not available: needs `{method}` and a baseline (non-ablation) run at dim {full}."
     )
+    effects = ablation_effects(summary, full)
+    if effects:
+        sections.append(f"## Ablations (@{full}): full method − ablated run")
+        sections.append(
+            "A positive difference means the removed term helps.\n\n"
+            + "\n".join(_diff_line(d) for d in effects)
+        )
     plot_sweep_dims(summary, out / "matryoshka.png")
     plot_sweep_tasks(summary, full, out / "tasks.png")
     return sections

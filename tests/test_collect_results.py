@@ -222,3 +222,15 @@ def test_readme_results_section_is_generated_from_the_collected_files(sweep, tmp
     assert "### `results/cpu-bench`" in text and "#### Per-task main scores @384" in text
     assert "72.00 ± 2.00" in text  # SAMD's mean ± std over its three seeds
     assert "(results/cpu-bench/matryoshka.png)" in text
+
+
+def test_ablation_effects(sweep, collected):
+    summary = report.summarize(report.collect(report.load_runs(sweep), []))
+    effects = {d["group"]: d for d in report.ablation_effects(summary, 384)}
+    assert set(effects) == {"avg ID", "avg OOD"}
+    ident = effects["avg ID"]
+    assert (ident["method"], ident["baseline"]) == ("SAMD", "SAMD+no-sam")
+    assert ident["diff"] == pytest.approx(1.0)  # SAMD 72 ± 2 (3 seeds) vs the ablation's 71
+    assert ident["spread"] == pytest.approx(2 / math.sqrt(3))
+    section = (collected / "results.md").read_text().split("## Ablations (@384)")[1]
+    assert "- avg ID: SAMD − SAMD+no-sam = +1.00 ± 1.15 (n = 3 vs 1 seeds)" in section
