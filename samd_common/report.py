@@ -277,8 +277,8 @@ def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
     for ref in refs:
         if not is_suite(ref["metrics"]):  # un-prefixed MTEB keys: give them a flavour
             prefixed = {f"teacher/{k}": v for k, v in ref["metrics"].items()}
+            label = f"teacher ({ref.get('model')})"
             for _, column, value in _skd_values(prefixed):
-                label = f"teacher ({ref.get('model')})"
                 rows.append(dict(label=label, column=column, seed=0, value=value))
     for run in runs:
         payload = run["payload"]
