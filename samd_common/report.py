@@ -8,9 +8,7 @@ ablation (``SAMD+no-sam``), aggregated over seeds.
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -196,66 +194,6 @@ def matryoshka_table(summary: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     dims = sorted((c for c in frame.columns if isinstance(c, (int, np.integer))), reverse=True)
     return frame[["label", "group", *dims, "d/2 %", "d/4 %", "d/8 %"]]
-
-
-def _difference(rows: pd.DataFrame, group: str, a: str, b: str) -> dict:
-    """``a − b`` of one average; spread sqrt(s1²/n1 + s2²/n2) over both labels' seeds."""
-    ra, rb = rows.loc[a], rows.loc[b]
-    spread = math.sqrt(sum(np.nan_to_num(r["std"]) ** 2 / r["n"] for r in (ra, rb)))
-    return dict(
-        group=group,
-        method=a,
-        baseline=b,
-        diff=ra["mean"] - rb["mean"],
-        spread=spread,
-        n_method=int(ra["n"]),
-        n_baseline=int(rb["n"]),
-    )
-
-
-def _averages(summary: pd.DataFrame, dim: int):
-    """``(group, rows indexed by label)`` of the distilled runs' averages at ``dim``."""
-    data = summary[(summary.kind == DISTILLED) & (summary.dim == dim)]
-    for group in AVERAGES:
-        yield group, data[data.task == group].set_index("label")
-
-
-def difference_vs_best(
-    summary: pd.DataFrame, method: str, dim: int, baselines: Iterable[str] | None = None
-) -> list[dict]:
-    """``method`` minus the best baseline label, for avg ID and avg OOD.
-
-    Candidates are the other distilled labels without an ablation tag ('+'), restricted to
-    ``baselines`` when given (e.g. the registry's non-``ours`` methods, so that SAMD is not
-    compared with its own SAMD-MRL variant). The spread combines both labels' seeds:
-    sqrt(s1²/n1 + s2²/n2) (std 0 for one seed).
-    """
-    out = []
-    allowed = None if baselines is None else set(baselines)
-    for group, rows in _averages(summary, dim):
-        others = [
-            x
-            for x in rows.index
-            if "+" not in x and x != method and (allowed is None or x in allowed)
-        ]
-        if method in rows.index and others:
-            out.append(_difference(rows, group, method, rows.loc[others, "mean"].idxmax()))
-    return out
-
-
-def ablation_effects(summary: pd.DataFrame, dim: int) -> list[dict]:
-    """What each ablated term contributes: ``<method>`` minus ``<method>+<tag>`` per average.
-
-    A positive ``diff`` means the full method scores higher, i.e. the removed term helps.
-    Keys as :func:`difference_vs_best` (``method`` the full label, ``baseline`` the ablation).
-    """
-    out = []
-    for group, rows in _averages(summary, dim):
-        for label in rows.index:
-            base = label.split("+")[0]
-            if "+" in label and base in rows.index:
-                out.append(_difference(rows, group, base, label))
-    return out
 
 
 def _skd_values(metrics: dict[str, float]):

@@ -15,6 +15,7 @@ Output (in OUT_DIR, default RESULTS_DIR):
   the Matryoshka table (avg ID / OOD per dim, % retained at d/2, d/4, d/8); "<method> vs best
   baseline" (ablations, labels with '+', excluded); "Ablations" (each ``<method>`` minus its
   ``<method>+<tag>`` runs: what the removed term contributes); SKD runs in a separate MTEB table.
+  Both comparisons are paired over the seeds the two labels share (``samd_common.compare``).
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
   ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``.
 * ``matryoshka.png`` (avg score vs dim) and ``tasks.png`` (per-task bars at the full dim).
@@ -34,14 +35,13 @@ import pandas as pd
 
 matplotlib.use("Agg")  # headless: figures are written to files
 
+from samd_common.compare import ablation_effects, difference_vs_best  # noqa: E402
 from samd_common.methods import METHODS  # noqa: E402
 from samd_common.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
 from samd_common.report import (  # noqa: E402
     DISTILLED,
-    ablation_effects,
     cell,
     collect,
-    difference_vs_best,
     load_references,
     load_runs,
     main_table,
@@ -59,17 +59,22 @@ def _fmt(value: float, spec: str = ".2f") -> str:
 
 
 def _diff_line(d: dict) -> str:
-    """``- avg ID: A − B = +x ± s (n = …)`` for one :func:`difference_vs_best` entry."""
-    seeds = (
-        f" ± {d['spread']:.2f} (n = {d['n_method']} vs {d['n_baseline']} seeds)"
-        if max(d["n_method"], d["n_baseline"]) > 1
-        else " (one seed each: no spread yet)"
-    )
-    return f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}{seeds}"
+    """``- avg ID: A − B = +x ± s (paired over seeds 0, 1)`` for one :mod:`compare` entry."""
+    seeds = ", ".join(map(str, d["seeds"]))
+    if not d["paired"]:
+        spread = f" ± {d['spread']:.2f}" if max(d["n_method"], d["n_baseline"]) > 1 else ""
+        how = f"{spread} (no shared seed: means over {d['n_method']} vs {d['n_baseline']} seeds)"
+    elif len(d["seeds"]) > 1:
+        how = f" ± {d['spread']:.2f} (paired over seeds {seeds})"
+    else:
+        how = f" (seed {seeds} only: no spread yet)"
+    return f"- {d['group']}: {d['method']} − {d['baseline']} = {d['diff']:+.2f}{how}"
 
 
-def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Path) -> list[str]:
-    """Markdown sections of the suite runs; writes their CSVs and figures to ``out``."""
+def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) -> list[str]:
+    """Markdown sections of the suite runs (``long``: per-seed frame); writes CSVs and figures."""
+    summary = summarize(long)
+    summary.to_csv(out / "summary.csv", index=False)
     full = int(summary.loc[summary.kind == DISTILLED, "dim"].max())
     sections = []
     for dim in dims or [full]:
@@ -92,13 +97,17 @@ def suite_sections(summary: pd.DataFrame, dims: list[int], method: str, out: Pat
         sections += [f"### {group}", to_markdown(text.rename_axis("model"))]
     baselines = [name for name, spec in METHODS.items() if not spec.ours]
     sections.append(f"## {method} vs the best baseline (@{full})")
-    sections.append(f"Baselines: {', '.join(baselines)} (not ours, no ablations).")
-    diffs = difference_vs_best(summary, method, full, baselines)
+    sections.append(
+        f"Baselines: {', '.join(baselines)} (not ours, no ablations); the best is the highest "
+        "mean over its seeds. Differences are paired: taken per seed on the seeds both runs "
+        "share (each seed samples its own corpus), ± the standard error of their mean."
+    )
+    diffs = difference_vs_best(long, method, full, baselines)
     sections.append(
         "\n".join(_diff_line(d) for d in diffs)
         or f"- not available: needs `{method}` and a baseline (non-ablation) run at dim {full}."
     )
-    effects = ablation_effects(summary, full)
+    effects = ablation_effects(long, full)
     if effects:
         sections.append(f"## Ablations (@{full}): full method − ablated run")
         sections.append(
@@ -150,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = [f"# Results of {args.results_dir}"]
     if (long.kind == DISTILLED).any():
         long.to_csv(out / "runs.csv", index=False)
-        summary = summarize(long)
-        summary.to_csv(out / "summary.csv", index=False)
-        sections += suite_sections(summary, args.dims, args.method, out)
+        sections += suite_sections(long, args.dims, args.method, out)
     skd = skd_summary(runs, refs)
     if not skd.empty:
         skd.to_csv(out / "skd.csv", index=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from samd_common import report
+from samd_common import compare, report
 from samd_common.data import TASKS
 from samd_common.methods import METHODS
 
@@ -136,20 +136,50 @@ def test_teacher_student_and_ablation_rows(collected):
 
 
 def test_best_baseline_excludes_ablations(sweep):
-    summary = report.summarize(report.collect(report.load_runs(sweep), []))
+    long = report.collect(report.load_runs(sweep), [])
     baselines = [name for name, spec in METHODS.items() if not spec.ours]
     assert "SAMD-MRL" not in baselines and "MinED" in baselines
-    unrestricted = report.difference_vs_best(summary, "SAMD", 384)
+    unrestricted = compare.difference_vs_best(long, "SAMD", 384)
     assert unrestricted[0]["baseline"] == "SAMD-MRL"
-    diffs = {d["group"]: d for d in report.difference_vs_best(summary, "SAMD", 384, baselines)}
-    assert diffs["avg ID"]["baseline"] == "MinED"
-    assert diffs["avg ID"]["diff"] == pytest.approx(2.0)
-    assert diffs["avg ID"]["spread"] == pytest.approx(math.sqrt(4 / 3 + 1 / 3))
+    diffs = {d["group"]: d for d in compare.difference_vs_best(long, "SAMD", 384, baselines)}
+    ident = diffs["avg ID"]
+    assert ident["baseline"] == "MinED" and ident["paired"] and ident["seeds"] == [0, 1, 2]
+    assert ident["diff"] == pytest.approx(2.0)  # per seed 70−69, 72−70, 74−71 = 1, 2, 3
+    assert ident["spread"] == pytest.approx(1 / math.sqrt(3))  # std 1 of (1, 2, 3) / sqrt(3)
+
+
+def _long(values: dict[str, dict[int, float]]) -> pd.DataFrame:
+    rows = [
+        dict(kind=report.DISTILLED, label=label, seed=seed, task=group, dim=384, value=v)
+        for label, per_seed in values.items()
+        for seed, v in per_seed.items()
+        for group in report.AVERAGES
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_differences_are_paired_on_shared_seeds():
+    # Seed 1's corpus is 10 points easier for everyone; B has an extra, even easier seed 2.
+    long = _long({"A": {0: 70.0, 1: 80.0}, "B": {0: 69.0, 1: 79.0, 2: 90.0}, "C": {5: 60.0}})
+    d = compare.difference_vs_best(long, "A", 384, ["B"])[0]
+    assert d["paired"] and d["seeds"] == [0, 1] and (d["n_method"], d["n_baseline"]) == (2, 3)
+    assert d["diff"] == pytest.approx(1.0)  # the unpaired means would say 75 − 79.33 = −4.33
+    assert d["spread"] == pytest.approx(0.0)  # A beats B by exactly 1 on every shared seed
+    # C beats nobody but is the only candidate; no seed in common: unpaired fallback.
+    u = compare.difference_vs_best(long, "A", 384, ["C"])[0]
+    assert not u["paired"] and u["seeds"] == [0, 1, 5]
+    assert u["diff"] == pytest.approx(15.0)
+    assert u["spread"] == pytest.approx(math.sqrt(50.0 / 2))  # var(70, 80) / 2, C has one seed
+    single = compare.difference_vs_best(_long({"A": {3: 1.0}, "B": {3: 0.5}}), "A", 384)[0]
+    assert single["seeds"] == [3] and math.isnan(single["spread"])
+    lines = [cr._diff_line(x) for x in (d, u)]
+    assert lines[0] == "- avg ID: A − B = +1.00 ± 0.00 (paired over seeds 0, 1)"
+    assert lines[1] == ("- avg ID: A − C = +15.00 ± 5.00 (no shared seed: means over 2 vs 1 seeds)")
 
 
 def test_results_md_sections(collected):
     text = (collected / "results.md").read_text()
-    assert "SAMD − MinED = +2.00 ± 1.29 (n = 3 vs 3 seeds)" in text
+    assert "SAMD − MinED = +2.00 ± 0.58 (paired over seeds 0, 1, 2)" in text
     assert "## Per-task main scores @96" in text
     skd = text.split("## MTEB classification (SKD runs)")[1]
     assert _row(skd, "SKD/continuous")[1:] == ["81.00", "81.00"]
@@ -225,12 +255,13 @@ def test_readme_results_section_is_generated_from_the_collected_files(sweep, tmp
 
 
 def test_ablation_effects(sweep, collected):
-    summary = report.summarize(report.collect(report.load_runs(sweep), []))
-    effects = {d["group"]: d for d in report.ablation_effects(summary, 384)}
+    long = report.collect(report.load_runs(sweep), [])
+    effects = {d["group"]: d for d in compare.ablation_effects(long, 384)}
     assert set(effects) == {"avg ID", "avg OOD"}
     ident = effects["avg ID"]
     assert (ident["method"], ident["baseline"]) == ("SAMD", "SAMD+no-sam")
-    assert ident["diff"] == pytest.approx(1.0)  # SAMD 72 ± 2 (3 seeds) vs the ablation's 71
-    assert ident["spread"] == pytest.approx(2 / math.sqrt(3))
+    # paired on seed 0 (SAMD 70 vs the ablation's 71), not SAMD's 3-seed mean 72
+    assert ident["diff"] == pytest.approx(-1.0) and ident["seeds"] == [0]
+    assert math.isnan(ident["spread"])
     section = (collected / "results.md").read_text().split("## Ablations (@384)")[1]
-    assert "- avg ID: SAMD − SAMD+no-sam = +1.00 ± 1.15 (n = 3 vs 1 seeds)" in section
+    assert "- avg ID: SAMD − SAMD+no-sam = -1.00 (seed 0 only: no spread yet)" in section

@@ -1,0 +1,96 @@
+"""Differences between sweep labels (method vs best baseline, method vs its ablations), paired.
+
+Every function takes the long per-seed frame of :func:`samd_common.report.collect` (columns
+kind, label, seed, task, dim, value). A difference ``a − b`` is computed on the seeds both labels
+share: each seed draws its own training corpus, so ``a`` and ``b`` of one seed saw the same texts,
+and the per-seed differences cancel the corpus noise that two unpaired means would add. The
+spread is the standard error of the mean per-seed difference, ``std(d, ddof=1) / sqrt(n)``
+(NaN for one shared seed). Labels with no seed in common fall back to the difference of their
+means with the unpaired spread ``sqrt(s1²/n1 + s2²/n2)``, flagged ``paired=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import pandas as pd
+
+from samd_common.report import AVERAGES, DISTILLED
+
+
+def seed_tables(long: pd.DataFrame, dim: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(group, table)`` per average (avg ID, avg OOD): distilled labels × seeds at ``dim``."""
+    data = long[(long.kind == DISTILLED) & (long.dim == dim)]
+    for group in AVERAGES:
+        part = data[data.task == group]
+        if not part.empty:
+            yield group, part.pivot(index="label", columns="seed", values="value")
+
+
+def paired_difference(table: pd.DataFrame, group: str, a: str, b: str) -> dict:
+    """``a − b`` of one average from a labels × seeds ``table`` (NaN where a seed was not run).
+
+    Returns group, method (``a``), baseline (``b``), diff, spread, paired, seeds (the shared
+    seeds, or every seed of either label when unpaired), n_method and n_baseline (seeds run).
+    """
+    va, vb = table.loc[a].dropna(), table.loc[b].dropna()
+    shared = va.index.intersection(vb.index)
+    if len(shared):
+        d = va[shared] - vb[shared]
+        diff = float(d.mean())
+        spread = float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+        seeds = sorted(int(s) for s in shared)
+    else:
+        diff = float(va.mean() - vb.mean())
+        spread = math.sqrt(sum(v.var(ddof=1) / len(v) if len(v) > 1 else 0.0 for v in (va, vb)))
+        seeds = sorted(int(s) for s in va.index.union(vb.index))
+    return dict(
+        group=group,
+        method=a,
+        baseline=b,
+        diff=diff,
+        spread=spread,
+        paired=bool(len(shared)),
+        seeds=seeds,
+        n_method=len(va),
+        n_baseline=len(vb),
+    )
+
+
+def difference_vs_best(
+    long: pd.DataFrame, method: str, dim: int, baselines: Iterable[str] | None = None
+) -> list[dict]:
+    """``method`` minus the best baseline label, for avg ID and avg OOD (paired, see module).
+
+    The best baseline is the highest mean over all its seeds among the other distilled labels
+    without an ablation tag ('+'), restricted to ``baselines`` when given (e.g. the registry's
+    non-``ours`` methods, so that SAMD is not compared with its own SAMD-MRL variant).
+    """
+    out = []
+    allowed = None if baselines is None else set(baselines)
+    for group, table in seed_tables(long, dim):
+        others = [
+            x
+            for x in table.index
+            if "+" not in x and x != method and (allowed is None or x in allowed)
+        ]
+        if method in table.index and others:
+            best = table.loc[others].mean(axis=1).idxmax()
+            out.append(paired_difference(table, group, method, best))
+    return out
+
+
+def ablation_effects(long: pd.DataFrame, dim: int) -> list[dict]:
+    """What each ablated term contributes: ``<method>`` minus ``<method>+<tag>`` per average.
+
+    A positive ``diff`` means the full method scores higher, i.e. the removed term helps.
+    Keys as :func:`paired_difference` (``method`` the full label, ``baseline`` the ablation).
+    """
+    out = []
+    for group, table in seed_tables(long, dim):
+        for label in table.index:
+            base = label.split("+")[0]
+            if "+" in label and base in table.index:
+                out.append(paired_difference(table, group, base, label))
+    return out
