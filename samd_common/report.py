@@ -231,3 +231,45 @@ def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
         return pd.DataFrame(columns=["label", "column", "mean", "std", "n"])
     grouped = pd.DataFrame(rows).groupby(["label", "column"], sort=False)["value"]
     return grouped.agg(mean="mean", std="std", n="count").reset_index()
+
+
+COST_COLUMNS = {  # timings key → column of the cost table
+    "train_s": "train s",
+    "step_median_s": "median step s",
+    "total_s": "total s",
+    "peak_rss_mb": "peak RSS MB",
+}
+
+
+def cost_table(runs: list[dict]) -> pd.DataFrame:
+    """Measured cost per label: number of runs and the min–max of each ``timings`` value.
+
+    ``total s`` includes what a run built for later ones (the teacher cache of its seed, the
+    undistilled student's memoised evaluation), so its range is wide; values are wall-clock of
+    the machine that ran them.
+    """
+    rows = []
+    for run in runs:
+        timings = run["payload"].get("timings") or {}
+        if "train_s" in timings:
+            rows.append(
+                {"label": run["label"], **{c: timings.get(k) for k, c in COST_COLUMNS.items()}}
+            )
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).groupby("label", sort=False)
+
+    def span(values: pd.Series) -> str:
+        lo, hi = values.min(), values.max()
+        fmt = ".1f" if hi < 10 else ".0f"
+        return (
+            "-"
+            if pd.isna(lo)
+            else f"{lo:{fmt}}"
+            if round(lo) == round(hi)
+            else f"{lo:{fmt}}–{hi:{fmt}}"
+        )
+
+    out = frame.agg({c: span for c in COST_COLUMNS.values()})
+    out.insert(0, "runs", frame.size())
+    return out.sort_index(key=lambda s: s.str.lower()).rename_axis("label")

@@ -17,7 +17,8 @@ Output (in OUT_DIR, default RESULTS_DIR):
   ``<method>+<tag>`` runs: what the removed term contributes); SKD runs in a separate MTEB table.
   Both comparisons are paired over the seeds the two labels share (``samd_common.compare``).
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
-  ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``.
+  ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``, ``cost.csv``
+  (runs, min–max of train/step/total seconds and peak RSS per label, from each run's timings).
 * ``matryoshka.png`` (avg score vs dim) and ``tasks.png`` (per-task bars at the full dim).
 
 The per-task table(s) are printed to stdout. Exit code 2 when no results are found.
@@ -42,6 +43,7 @@ from samd_common.report import (  # noqa: E402
     DISTILLED,
     cell,
     collect,
+    cost_table,
     load_references,
     load_runs,
     main_table,
@@ -160,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     if (long.kind == DISTILLED).any():
         long.to_csv(out / "runs.csv", index=False)
         sections += suite_sections(long, args.dims, args.method, out)
+    cost = cost_table(runs)
+    if not cost.empty:
+        cost.to_csv(out / "cost.csv")
+        sections += [
+            "## Cost (measured per run, min–max over its runs)",
+            "Wall-clock of the machine that ran each run; `total s` includes what a run built "
+            "for later ones (its seed's teacher cache, the undistilled evaluation).",
+            to_markdown(cost),
+        ]
     skd = skd_summary(runs, refs)
     if not skd.empty:
         skd.to_csv(out / "skd.csv", index=False)

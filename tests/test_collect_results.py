@@ -265,3 +265,19 @@ def test_ablation_effects(sweep, collected):
     assert math.isnan(ident["spread"])
     section = (collected / "results.md").read_text().split("## Ablations (@384)")[1]
     assert "- avg ID: SAMD − SAMD+no-sam = -1.00 (seed 0 only: no spread yet)" in section
+
+
+def test_cost_table_ranges(collected):
+    runs = [
+        {"label": "B", "seed": 0, "payload": {"timings": {"train_s": 100.4, "total_s": 300.0}}},
+        {"label": "B", "seed": 1, "payload": {"timings": {"train_s": 180.0, "total_s": 299.8}}},
+        {"label": "a", "seed": 0, "payload": {"timings": {"train_s": 5.0, "peak_rss_mb": 2e3}}},
+        {"label": "c", "seed": 0, "payload": {"timings": {"encode_s": 9.0}}},  # not a training run
+    ]
+    cost = report.cost_table(runs)
+    assert list(cost.index) == ["a", "B"] and list(cost["runs"]) == [1, 2]
+    assert cost.at["B", "train s"] == "100–180" and cost.at["B", "total s"] == "300"
+    assert cost.at["a", "train s"] == "5.0" and cost.at["a", "peak RSS MB"] == "2000"
+    assert cost.at["B", "peak RSS MB"] == "-"
+    assert "## Cost (measured per run" in (collected / "results.md").read_text()
+    assert report.cost_table(runs[3:]).empty
