@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import pandas as pd
 
-from samd_common.report import AVERAGES, DISTILLED
+from samd_common.report import AVERAGES, DISTILLED, TASK_COLUMNS
 
 
 def seed_tables(long: pd.DataFrame, dim: int) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -94,3 +94,27 @@ def ablation_effects(long: pd.DataFrame, dim: int) -> list[dict]:
             if "+" in label and base in table.index:
                 out.append(paired_difference(table, group, base, label))
     return out
+
+
+def per_task(long: pd.DataFrame, pairs: Iterable[tuple[str, str]], dim: int) -> pd.DataFrame:
+    """Paired ``a − b`` per task and average at ``dim``: one row ``"a − b"`` per pair.
+
+    Columns: the suite's task columns, then avg ID / avg OOD, then ``seeds`` (the shared seeds,
+    e.g. ``"0, 1, 2"``); pairs without a shared seed are left out.
+    """
+    data = long[(long.kind == DISTILLED) & (long.dim == dim)]
+    columns = [name for name, _ in TASK_COLUMNS] + list(AVERAGES)
+    table = data.pivot_table(index=["label", "seed"], columns="task", values="value")
+    rows = {}
+    for a, b in dict.fromkeys(pairs):
+        if a not in table.index or b not in table.index:
+            continue
+        ta, tb = table.loc[a], table.loc[b]
+        shared = ta.index.intersection(tb.index)
+        if len(shared):
+            diff = (ta.loc[shared] - tb.loc[shared]).mean()
+            rows[f"{a} − {b}"] = {
+                **diff.reindex(columns).to_dict(),
+                "seeds": ", ".join(map(str, shared)),
+            }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*columns, "seeds"])

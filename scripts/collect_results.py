@@ -18,7 +18,8 @@ Output (in OUT_DIR, default RESULTS_DIR):
   Both comparisons are paired over the seeds the two labels share (``samd_common.compare``).
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
   ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``, ``cost.csv``
-  (runs, min–max of train/step/total seconds and peak RSS per label, from each run's timings).
+  (runs, min–max of train/step/total seconds and peak RSS per label, from each run's timings),
+  ``differences.csv`` (the paired differences above, per task).
 * ``matryoshka.png`` (avg score vs dim) and ``tasks.png`` (per-task bars at the full dim).
 
 The per-task table(s) are printed to stdout. Exit code 2 when no results are found.
@@ -36,7 +37,7 @@ import pandas as pd
 
 matplotlib.use("Agg")  # headless: figures are written to files
 
-from samd_common.compare import ablation_effects, difference_vs_best  # noqa: E402
+from samd_common.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
 from samd_common.methods import METHODS  # noqa: E402
 from samd_common.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
 from samd_common.report import (  # noqa: E402
@@ -58,6 +59,10 @@ log = logging.getLogger("collect_results")
 
 def _fmt(value: float, spec: str = ".2f") -> str:
     return "-" if pd.isna(value) else format(value, spec)
+
+
+def _fmt_signed(value: float) -> str:
+    return "-" if pd.isna(value) else f"{round(value, 2) + 0.0:+.2f}"  # no "-0.00"
 
 
 def _diff_line(d: dict) -> str:
@@ -116,6 +121,13 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
             "A positive difference means the removed term helps.\n\n"
             + "\n".join(_diff_line(d) for d in effects)
         )
+    pairs = [(d["method"], d["baseline"]) for d in diffs + effects]
+    if pairs:
+        tasks = per_task(long, pairs, full)
+        tasks.to_csv(out / "differences.csv", index_label="difference")
+        text = tasks.apply(lambda col: col if col.name == "seeds" else col.map(_fmt_signed))
+        sections.append(f"## Per-task paired differences (@{full})")
+        sections.append(to_markdown(text.rename_axis("difference")))
     plot_sweep_dims(summary, out / "matryoshka.png")
     plot_sweep_tasks(summary, full, out / "tasks.png")
     return sections

@@ -281,3 +281,18 @@ def test_cost_table_ranges(collected):
     assert cost.at["B", "peak RSS MB"] == "-"
     assert "## Cost (measured per run" in (collected / "results.md").read_text()
     assert report.cost_table(runs[3:]).empty
+
+
+def test_per_task_paired_differences(sweep, collected):
+    long = report.collect(report.load_runs(sweep), [])
+    pairs = [("SAMD", "MinED"), ("SAMD", "SAMD+no-sam"), ("SAMD", "SAMD"), ("SAMD", "absent")]
+    table = compare.per_task(long, pairs, 384)
+    assert list(table.index) == ["SAMD − MinED", "SAMD − SAMD+no-sam", "SAMD − SAMD"]
+    assert (table.loc["SAMD − MinED", ["banking77", "sts12 (OOD)", "avg OOD"]] == 2.0).all()
+    assert table.loc["SAMD − SAMD+no-sam", "wic"] == pytest.approx(-1.0)
+    assert (table.loc["SAMD − SAMD"].drop("seeds") == 0).all()  # identical runs: difference 0
+    assert table.loc["SAMD − MinED", "seeds"] == "0, 1, 2"
+    assert table.loc["SAMD − SAMD+no-sam", "seeds"] == "0"
+    section = (collected / "results.md").read_text().split("## Per-task paired differences")[1]
+    assert "| SAMD − MinED | +2.00 |" in section
+    assert (collected / "differences.csv").is_file()
