@@ -19,13 +19,24 @@ import pandas as pd
 from samd_common.report import AVERAGES, DISTILLED, TASK_COLUMNS
 
 
+def seed_table(long: pd.DataFrame, dim: int) -> pd.DataFrame:
+    """Distilled values at ``dim``: rows ``(label, seed)``, one column per task and average."""
+    data = long[(long.kind == DISTILLED) & (long.dim == dim)]
+    return data.pivot(index=["label", "seed"], columns="task", values="value")
+
+
 def seed_tables(long: pd.DataFrame, dim: int) -> Iterator[tuple[str, pd.DataFrame]]:
     """``(group, table)`` per average (avg ID, avg OOD): distilled labels × seeds at ``dim``."""
-    data = long[(long.kind == DISTILLED) & (long.dim == dim)]
+    table = seed_table(long, dim)
     for group in AVERAGES:
-        part = data[data.task == group]
-        if not part.empty:
-            yield group, part.pivot(index="label", columns="seed", values="value")
+        if group in table:
+            yield group, table[group].unstack("seed")
+
+
+def _shared_seeds(table: pd.DataFrame | pd.Series, a: str, b: str):
+    """``(rows of a, rows of b, seeds both have)`` of a table indexed by label, then seed."""
+    ta, tb = table.loc[a], table.loc[b]
+    return ta, tb, ta.index.intersection(tb.index)
 
 
 def paired_difference(table: pd.DataFrame, group: str, a: str, b: str) -> dict:
@@ -34,8 +45,7 @@ def paired_difference(table: pd.DataFrame, group: str, a: str, b: str) -> dict:
     Returns group, method (``a``), baseline (``b``), diff, spread, paired, seeds (the shared
     seeds, or every seed of either label when unpaired), n_method and n_baseline (seeds run).
     """
-    va, vb = table.loc[a].dropna(), table.loc[b].dropna()
-    shared = va.index.intersection(vb.index)
+    va, vb, shared = _shared_seeds(table.stack().dropna(), a, b)  # without the seeds not run
     if len(shared):
         d = va[shared] - vb[shared]
         diff = float(d.mean())
@@ -102,15 +112,14 @@ def per_task(long: pd.DataFrame, pairs: Iterable[tuple[str, str]], dim: int) -> 
     Columns: the suite's task columns, then avg ID / avg OOD, then ``seeds`` (the shared seeds,
     e.g. ``"0, 1, 2"``); pairs without a shared seed are left out.
     """
-    data = long[(long.kind == DISTILLED) & (long.dim == dim)]
+    table = seed_table(long, dim)
+    labels = set(table.index.get_level_values("label"))
     columns = [name for name, _ in TASK_COLUMNS] + list(AVERAGES)
-    table = data.pivot_table(index=["label", "seed"], columns="task", values="value")
     rows = {}
     for a, b in dict.fromkeys(pairs):
-        if a not in table.index or b not in table.index:
+        if a not in labels or b not in labels:
             continue
-        ta, tb = table.loc[a], table.loc[b]
-        shared = ta.index.intersection(tb.index)
+        ta, tb, shared = _shared_seeds(table, a, b)
         if len(shared):
             diff = (ta.loc[shared] - tb.loc[shared]).mean()
             rows[f"{a} − {b}"] = {

@@ -262,13 +262,9 @@ def cost_table(runs: list[dict]) -> pd.DataFrame:
     def span(values: pd.Series) -> str:
         lo, hi = values.min(), values.max()
         fmt = ".1f" if hi < 10 else ".0f"
-        return (
-            "-"
-            if pd.isna(lo)
-            else f"{lo:{fmt}}"
-            if round(lo) == round(hi)
-            else f"{lo:{fmt}}–{hi:{fmt}}"
-        )
+        if pd.isna(lo):
+            return "-"
+        return f"{lo:{fmt}}" if round(lo) == round(hi) else f"{lo:{fmt}}–{hi:{fmt}}"
 
     out = frame.agg({c: span for c in COST_COLUMNS.values()})
     out.insert(0, "runs", frame.size())

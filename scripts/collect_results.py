@@ -62,7 +62,7 @@ def _fmt(value: float, spec: str = ".2f") -> str:
 
 
 def _fmt_signed(value: float) -> str:
-    return "-" if pd.isna(value) else f"{round(value, 2) + 0.0:+.2f}"  # no "-0.00"
+    return _fmt(round(value, 2) + 0.0, "+.2f")  # + 0.0: no "-0.00"
 
 
 def _diff_line(d: dict) -> str:
