@@ -8,10 +8,10 @@ hidden size, ``K`` number of Matryoshka dims, ``N`` number of evaluation example
 from __future__ import annotations
 
 from samd_common.config import EvalConfig, RunConfig
-from samd_common.data import TASKS, DataError, TaskSpec, get_task, load_task, load_tasks
-from samd_common.evaluation import SuiteResult, evaluate_suite, truncate
+from samd_common.data.tasks import TASKS, DataError, TaskSpec, get_task, load_task, load_tasks
+from samd_common.evaluation.suite import SuiteResult, evaluate_suite, truncate
 from samd_common.models import MODELS, ModelSpec, SentenceEncoder, load_encoder
-from samd_common.results import format_table, record_results, suite_table
+from samd_common.reporting.results import format_table, record_results, suite_table
 
 __all__ = [
     "MODELS",

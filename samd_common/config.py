@@ -50,7 +50,7 @@ class EvalConfig:
     eval_dir: str | None = None
     """Folder with the task CSVs (canonical or paper layout); None → ``$SAMD_EVAL_DIR``."""
     tasks: tuple[str, ...] | None = None
-    """Task names to run (see ``samd_common.data.TASKS``); None runs all nine."""
+    """Task names to run (see ``samd_common.data.tasks.TASKS``); None runs all nine."""
     dims: tuple[int, ...] | None = None
     """Matryoshka dims; None → the halving series width, width/2, … ≥ 16 plus ``DEFAULT_DIMS``
     that fit (``evaluation.default_dims``)."""
@@ -185,3 +185,21 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (``dataclasses.asdict``)."""
         return asdict(self)
+
+
+def halving_dims(width: int, minimum: int = 16) -> list[int]:
+    """Nested dims ``[width, width//2, …]`` down to ``minimum`` (MRL/SAMD-MRL default).
+
+    Args:
+        width: full embedding width D.
+        minimum: smallest dim kept (16 or 32 in the MRL setting).
+
+    Returns:
+        Descending list of K dims; ``[width]`` when ``width < 2·minimum``.
+    """
+    if width <= 0 or minimum <= 0:
+        raise ValueError(f"width and minimum must be positive, got {width} and {minimum}.")
+    dims = [width]
+    while dims[-1] // 2 >= minimum:
+        dims.append(dims[-1] // 2)
+    return dims

@@ -14,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from samd_common.losses import cdm, dskd, emo, ese, mined, mrl, samd, skd
+from samd_common.losses import cdm, dskd, emo, ese, mined, mrl, samd
 from samd_common.models import SentenceEncoder
+from samd_common.skd import loss as skd
 
 
 @dataclass(frozen=True)

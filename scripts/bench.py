@@ -21,8 +21,16 @@ from pathlib import Path
 import torch
 
 from samd_common.alignment import token_spans
-from samd_common.batching import DistillDataset
-from samd_common.bench import (
+from samd_common.config import env_path
+from samd_common.data.corpus import build_corpus
+from samd_common.data.demo import synthetic_sentences
+from samd_common.files import write_json_atomic
+from samd_common.losses import SimCSELoss
+from samd_common.methods import METHODS, TeacherInfo, get_method
+from samd_common.models import load_encoder
+from samd_common.reporting.results import environment_info
+from samd_common.training.batching import DistillDataset
+from samd_common.training.bench import (
     alignment_speed,
     cached_batches,
     interleaved_times,
@@ -30,14 +38,7 @@ from samd_common.bench import (
     summarize_times,
     training_step,
 )
-from samd_common.cache import build_teacher_cache
-from samd_common.config import env_path
-from samd_common.corpus import build_corpus
-from samd_common.losses import SimCSELoss
-from samd_common.methods import METHODS, TeacherInfo, get_method
-from samd_common.models import load_encoder
-from samd_common.results import environment_info, write_json_atomic
-from samd_common.tiny import synthetic_sentences
+from samd_common.training.teacher_cache import build_teacher_cache
 
 
 def corpus_texts(eval_dir: Path | None, n: int) -> list[str]:

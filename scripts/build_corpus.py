@@ -18,8 +18,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from samd_common.corpus import audit_corpus, build_corpus
-from samd_common.results import write_json_atomic
+from samd_common.data.corpus import audit_corpus, build_corpus
+from samd_common.files import write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:

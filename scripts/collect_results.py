@@ -5,7 +5,7 @@ Usage:
 
 Input (written by ``scripts/run_experiments.py``): ``RESULTS_DIR/<label>/seed<k>/results.json``,
 ``<label>`` being a method (``SAMD``) or a method with an ablation tag (``SAMD+no-sam``); optional
-``RESULTS_DIR/_reference/*.json`` from ``python -m samd_common.evaluate ... --output`` become
+``RESULTS_DIR/_reference/*.json`` from ``python -m samd_common.evaluation.cli ... --output`` become
 ``teacher (<model>)`` rows (at their own largest dim when they lack the table's dim).
 
 Output (in OUT_DIR, default RESULTS_DIR):
@@ -15,7 +15,7 @@ Output (in OUT_DIR, default RESULTS_DIR):
   the Matryoshka table (avg ID / OOD per dim, % retained at d/2, d/4, d/8); "<method> vs best
   baseline" (ablations, labels with '+', excluded); "Ablations" (each ``<method>`` minus its
   ``<method>+<tag>`` runs: what the removed term contributes); SKD runs in a separate MTEB table.
-  Both comparisons are paired over the seeds the two labels share (``samd_common.compare``).
+  Both comparisons are paired over the seeds the two labels share (``reporting.compare``).
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
   ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``, ``cost.csv``
   (runs, min–max of train/step/total seconds and peak RSS per label, from each run's timings),
@@ -37,10 +37,10 @@ import pandas as pd
 
 matplotlib.use("Agg")  # headless: figures are written to files
 
-from samd_common.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
 from samd_common.methods import METHODS  # noqa: E402
-from samd_common.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
-from samd_common.report import (  # noqa: E402
+from samd_common.reporting.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
+from samd_common.reporting.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
+from samd_common.reporting.tables import (  # noqa: E402
     DISTILLED,
     cell,
     collect,

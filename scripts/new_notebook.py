@@ -77,7 +77,7 @@ def build(name: str) -> nbformat.NotebookNode:
         ),
         nbformat.v4.new_code_cell(
             "from pathlib import Path\n\nfrom IPython.display import display\n\n"
-            + _import_line("samd_common.notebook", imports)
+            + _import_line("samd_common.experiment", imports)
         ),
         nbformat.v4.new_code_cell(
             PARAMETERS.format(name=name, example=example), metadata={"tags": ["parameters"]}
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true")
     p.add_argument("--force", action="store_true", help="overwrite existing notebooks")
     args = p.parse_args(argv)
-    # SKD's notebook drives its own multi-step pipeline (samd_common.skd); it is written by hand.
+    # SKD's notebook drives its own multi-step pipeline (skd.run); it is written by hand.
     names = [m for m in METHODS if m not in HAND_WRITTEN] if args.all else args.names
     for name in names:
         spec = get_method(name)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from samd_common import provision as prov  # noqa: E402
-from samd_common import provision_recipes as recipes  # noqa: E402
+from samd_common.provision import install as prov  # noqa: E402
+from samd_common.provision import recipes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from samd_common.demo import write_demo_data
+from samd_common.data.demo import write_demo_data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,7 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
 def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
     """Evaluate the teacher once with the preset's evaluation protocol (skipped if done)."""
     from samd_common.config import PRESETS
-    from samd_common.evaluate import main as evaluate_main
+    from samd_common.evaluation.cli import main as evaluate_main
 
     p = PRESETS[preset]
     teacher = teacher or p["teacher"]
@@ -99,7 +99,8 @@ def archive_copy(src: Path, archive: Path | None, rel: Path) -> None:
     """Copy a finished results JSON into the archive tree (atomically; no-op without one)."""
     if archive is None or not src.is_file():
         return
-    from samd_common.results import load_results, write_json_atomic
+    from samd_common.files import write_json_atomic
+    from samd_common.reporting.results import load_results
 
     write_json_atomic(archive / rel, load_results(src))
 

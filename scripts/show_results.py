@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 
-from samd_common.results import comparison_table, load_results
+from samd_common.reporting.results import comparison_table, load_results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,13 +29,15 @@ import logging
 import sys
 from pathlib import Path
 
-from samd_common import clustering, senses, skd, skd_steps
-from samd_common.data import DataError
+from samd_common.data.tasks import DataError
+from samd_common.evaluation.mteb import evaluate_mteb
+from samd_common.evaluation.mteb_tasks import load_mteb_task
 from samd_common.models import load_encoder
-from samd_common.mteb_eval import evaluate_mteb
-from samd_common.mteb_tasks import load_mteb_task
-from samd_common.results import record_results
-from samd_common.tiny import resolve_model
+from samd_common.models.tiny import resolve_model
+from samd_common.reporting.results import record_results
+from samd_common.skd import clustering, senses
+from samd_common.skd import run as skd
+from samd_common.skd import steps as skd_steps
 
 
 def _texts(args) -> dict[str, list[str]]:
@@ -106,7 +108,7 @@ def _config(args, **extra) -> skd.SKDConfig:
 
 def cmd_train(args) -> None:
     """Train a student with the sense loss on the tasks' training texts."""
-    from samd_common.cache import build_teacher_cache
+    from samd_common.training.teacher_cache import build_teacher_cache
 
     cfg = _config(args)
     teacher = load_encoder(

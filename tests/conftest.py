@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from samd_common.demo import write_demo_data
-from samd_common.tiny import build_tiny_pair
+from samd_common.data.demo import write_demo_data
+from samd_common.models.tiny import build_tiny_pair
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]

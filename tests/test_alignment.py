@@ -44,8 +44,8 @@ from samd_common.alignment import (
     token_spans,
     token_strings,
 )
-from samd_common.provision import provisioned_path
-from samd_common.tiny import synthetic_sentences
+from samd_common.data.demo import synthetic_sentences
+from samd_common.provision.install import provisioned_path
 
 HARD = [
     "👩‍👩‍👧 and 👨‍👩‍👧‍👦 family 🇫🇷🇯🇵 flags 👍🏽!",

@@ -23,8 +23,7 @@ from samd_common.alignment import (
     surface_strings,
     text_pair_maps,
 )
-from samd_common.batching import DistillDataset
-from samd_common.cache import build_teacher_cache
+from samd_common.data.demo import synthetic_sentences
 from samd_common.losses.cdm import (
     CDMLoss,
     CDMParams,
@@ -43,8 +42,9 @@ from samd_common.losses.emo import (
 )
 from samd_common.losses.mined import MinEDLoss, MinEDParams, mined_hidden_loss
 from samd_common.models import load_encoder
-from samd_common.tiny import synthetic_sentences
-from samd_common.training import TrainConfig, param_groups
+from samd_common.training.batching import DistillDataset
+from samd_common.training.loop import TrainConfig, param_groups
+from samd_common.training.teacher_cache import build_teacher_cache
 
 TEXTS = synthetic_sentences(12, seed=5)
 MAPS = ("mined", "mined_reciprocal", "ned")
@@ -132,7 +132,7 @@ def test_dataset_maps_once_per_text_and_padded(data, student, monkeypatch):
         calls.append(1)
         return real(s, t, maps)
 
-    monkeypatch.setattr("samd_common.batching.text_pair_maps", spy)
+    monkeypatch.setattr("samd_common.training.batching.text_pair_maps", spy)
     for _epoch in range(3):
         b = ds.collate([ds[i] for i in range(len(TEXTS))])
     assert len(calls) == len(TEXTS)  # memoised per dataset index

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from samd_common.batching import DistillDataset
-from samd_common.cache import build_teacher_cache
+from samd_common.data.demo import synthetic_sentences
 from samd_common.models import load_encoder
-from samd_common.tiny import synthetic_sentences
+from samd_common.training.batching import DistillDataset
+from samd_common.training.teacher_cache import build_teacher_cache
 
 TEXTS = synthetic_sentences(20, seed=7)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from samd_common import compare, report
-from samd_common.data import TASKS
+from samd_common.data.tasks import TASKS
 from samd_common.methods import METHODS
+from samd_common.reporting import compare
+from samd_common.reporting import tables as report
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = [384, 192, 96, 48]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from samd_common.config import PRESETS
-from samd_common.notebook import make_config
-from samd_common.skd import SKD_PRESETS, make_skd_config
+from samd_common.experiment import make_config
+from samd_common.skd.run import SKD_PRESETS, make_skd_config
 
 
 def test_cpu_bench_preset_scores_every_seed_on_the_same_eval_rows():

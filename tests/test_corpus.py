@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from samd_common.corpus import audit_corpus, build_corpus, load_corpus, normalize_text
-from samd_common.data import DataError, load_tasks
+from samd_common.data.corpus import audit_corpus, build_corpus, load_corpus, normalize_text
+from samd_common.data.tasks import DataError, load_tasks
 
 
 def test_normalize_text_folds_case_and_whitespace():

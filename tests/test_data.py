@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samd_common.data import TASKS, DataError, cap_split, get_task, load_task, load_tasks
+from samd_common.data.tasks import TASKS, DataError, cap_split, get_task, load_task, load_tasks
 
 
 def test_task_table_has_nine_tasks_three_families_with_one_ood_each():

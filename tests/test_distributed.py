@@ -21,13 +21,14 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from samd_common.batching import DistillDataset
-from samd_common.cache import ARRAYS, TeacherCache, build_teacher_cache
-from samd_common.losses.common import info_nce, masked_mean_across_ranks, matryoshka_info_nce
+from samd_common.data.demo import synthetic_sentences
+from samd_common.distributed import dist_info, masked_mean_across_ranks
+from samd_common.losses.common import info_nce, matryoshka_info_nce
 from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.models import load_encoder
-from samd_common.tiny import synthetic_sentences
-from samd_common.training import GlobalBatchSampler, TrainConfig, dist_info, train
+from samd_common.training.batching import DistillDataset
+from samd_common.training.loop import GlobalBatchSampler, TrainConfig, train
+from samd_common.training.teacher_cache import ARRAYS, TeacherCache, build_teacher_cache
 
 WORLD, N_TEXTS, BATCH, MAX_LEN, EPOCHS = 2, 48, 8, 24, 2  # 6 steps per epoch
 STOP_AT = 9  # forward call (epoch 2) at which the distributed run is "killed"

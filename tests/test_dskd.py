@@ -5,8 +5,7 @@ import copy
 import pytest
 import torch
 
-from samd_common.batching import DistillDataset
-from samd_common.cache import build_teacher_cache
+from samd_common.data.demo import synthetic_sentences
 from samd_common.losses.dskd import PROJ_LR, DSKDLoss, DSKDParams
 from samd_common.losses.dskd_functional import (
     cross_model_attention,
@@ -17,8 +16,9 @@ from samd_common.losses.dskd_functional import (
 )
 from samd_common.methods import TeacherInfo, get_method
 from samd_common.models import load_encoder
-from samd_common.tiny import synthetic_sentences
-from samd_common.training import TrainConfig, param_groups
+from samd_common.training.batching import DistillDataset
+from samd_common.training.loop import TrainConfig, param_groups
+from samd_common.training.teacher_cache import build_teacher_cache
 
 TEXTS = synthetic_sentences(32, seed=3)
 D_T = 48  # tiny teacher width (hidden = input embeddings)

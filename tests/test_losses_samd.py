@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from samd_common.config import halving_dims
 from samd_common.losses import (
     SAMDLoss,
     SAMDParams,
     coverage_confidence,
-    halving_dims,
     info_nce,
     inverse_sqrt_weights,
     linear_cka,

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from transformers import BertModel, DistilBertConfig, DistilBertModel
 
-from samd_common.config import EvalConfig
-from samd_common.data import load_tasks
-from samd_common.evaluation import default_dims, evaluate_depth_grid, evaluate_suite, truncate
+from samd_common.config import EvalConfig, halving_dims
+from samd_common.data.tasks import load_tasks
+from samd_common.evaluation.suite import default_dims, evaluate_depth_grid, evaluate_suite, truncate
 from samd_common.losses import (
     ESELoss,
     ESEParams,
@@ -24,7 +24,6 @@ from samd_common.losses import (
     SAMDMRLParams,
     compression_loss,
     espresso_layer_loss,
-    halving_dims,
     info_nce,
     inverse_sqrt_weights,
     layer_weight,
@@ -38,7 +37,7 @@ from samd_common.losses import (
 )
 from samd_common.methods import METHODS, TeacherInfo, get_method
 from samd_common.models import SentenceEncoder, load_encoder, transformer_layers
-from samd_common.plots import depth_grid_matrix, plot_depth_grid, plot_dims
+from samd_common.reporting.plots import depth_grid_matrix, plot_depth_grid, plot_dims
 
 TEXTS = [
     "A man is playing a guitar.",
@@ -431,8 +430,8 @@ def test_ese_run_records_depth_grid(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from samd_common.notebook import make_config, run_experiment
-    from samd_common.notebook import plot_depth_grid as nb_grid
+    from samd_common.experiment import make_config, run_experiment
+    from samd_common.experiment import plot_depth_grid as nb_grid
 
     result = run_experiment(make_config("ESE", preset="smoke", output_dir=str(tmp_path)))
     payload = json.loads(result.results_path.read_text())

@@ -15,7 +15,7 @@ from samd_common.models import (
     resolve_model,
     spec_from_directory,
 )
-from samd_common.pooling import cls_pool, embed_token_pool, last_token_pool, mean_pool, pool
+from samd_common.models.pooling import cls_pool, embed_token_pool, last_token_pool, mean_pool, pool
 
 
 def test_mean_pool_ignores_padding():

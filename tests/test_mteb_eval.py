@@ -9,8 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from samd_common.mteb_eval import evaluate_mteb, logistic_regression_scores, undersample_indices
-from samd_common.mteb_tasks import (
+from samd_common.evaluation.mteb import (
+    evaluate_mteb,
+    logistic_regression_scores,
+    undersample_indices,
+)
+from samd_common.evaluation.mteb_tasks import (
     MTEB_TASKS,
     REFERENCE_TASKS,
     TaskUnavailable,
@@ -153,7 +157,7 @@ EMOTION_PER_EXPERIMENT = [45.05, 37.1, 36.2, 42.2, 40.2, 40.8, 43.15, 40.2, 41.6
 
 def _minilm():
     from samd_common.models import load_encoder
-    from samd_common.provision import provisioned_path
+    from samd_common.provision.install import provisioned_path
 
     if provisioned_path("minilm-l6") is None:
         pytest.fail(

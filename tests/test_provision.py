@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from samd_common import provision as prov
-from samd_common import provision_recipes as recipes
+from samd_common.provision import install as prov
+from samd_common.provision import recipes
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = recipes.OfflineModel("fake-model", "a fake for tests", "org/fake-model", "none", "1 kB", "x")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from samd_common.config import EvalConfig
-from samd_common.data import load_tasks
-from samd_common.evaluation import evaluate_suite
+from samd_common.data.tasks import load_tasks
+from samd_common.evaluation.suite import evaluate_suite
 from samd_common.models import load_encoder
-from samd_common.provision import provisioned_path
+from samd_common.provision.install import provisioned_path
 
 pytestmark = pytest.mark.realmodels
 TEXTS = ["A man is playing a guitar.", "Café naïve résumé — 東京は日本の首都です。", "ok"]

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from samd_common import clustering, senses
-from samd_common.clustering import (
+from samd_common.models import load_encoder
+from samd_common.skd import clustering, senses
+from samd_common.skd.clustering import (
     cluster_senses,
     cluster_token,
     markov_clustering,
     mcl_affinity,
     sense_count,
 )
-from samd_common.losses.skd import (
+from samd_common.skd.loss import (
     SKDLoss,
     SKDParams,
     build_skd,
@@ -26,8 +27,7 @@ from samd_common.losses.skd import (
     sense_scores,
     span_group_pairs,
 )
-from samd_common.models import load_encoder
-from samd_common.senses import ReservoirSampler, SenseTable, merge_tables
+from samd_common.skd.senses import ReservoirSampler, SenseTable, merge_tables
 
 
 # ------------------------------------------------------------------ clustering
@@ -230,7 +230,7 @@ def test_span_group_pairs_cover_many_to_one_groups():
 
 def _dict_for(teacher, texts, tmp_path, name="d") -> Path:
     stream = senses.teacher_token_states(teacher, texts)
-    from samd_common.senses import tokenizer_fingerprint
+    from samd_common.skd.senses import tokenizer_fingerprint
 
     meta = {"tokenizer": tokenizer_fingerprint(teacher.tokenizer), "teacher": "tiny"}
     table = senses.gather_senses(stream, 30, meta=meta, show_progress=False)
@@ -240,11 +240,11 @@ def _dict_for(teacher, texts, tmp_path, name="d") -> Path:
 
 
 def test_skd_loss_trains_cross_tokenizer_and_reference_students(tiny_dirs, tmp_path):
-    from samd_common.batching import DistillDataset
-    from samd_common.cache import build_teacher_cache
-    from samd_common.llm2vec import first_layers
-    from samd_common.tiny import synthetic_sentences
-    from samd_common.training import TrainConfig, train
+    from samd_common.data.demo import synthetic_sentences
+    from samd_common.models.llm2vec import first_layers
+    from samd_common.training.batching import DistillDataset
+    from samd_common.training.loop import TrainConfig, train
+    from samd_common.training.teacher_cache import build_teacher_cache
 
     texts = synthetic_sentences(32, seed=3)
     teacher = load_encoder(str(tiny_dirs["teacher"]), device="cpu", attn_implementation="eager")
@@ -276,7 +276,7 @@ def test_skd_loss_trains_cross_tokenizer_and_reference_students(tiny_dirs, tmp_p
 
 
 def test_first_layers_copies_the_teachers_blocks(tiny_dirs):
-    from samd_common.llm2vec import first_layers
+    from samd_common.models.llm2vec import first_layers
 
     teacher = load_encoder(str(tiny_dirs["teacher"]), device="cpu")
     student = first_layers(teacher, 2)
@@ -313,7 +313,8 @@ def tiny_llm2vec(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaModel
 
-    from samd_common.tiny import synthetic_sentences, train_wordpiece
+    from samd_common.data.demo import synthetic_sentences
+    from samd_common.models.tiny import train_wordpiece
 
     root = tmp_path_factory.mktemp("llm2vec")
     tok = train_wordpiece(synthetic_sentences(200), vocab_size=200)
@@ -348,7 +349,7 @@ def test_llm2vec_merges_adapters_exactly(tiny_llm2vec):
     from safetensors.torch import load_file
     from transformers import LlamaModel
 
-    from samd_common.llm2vec import merge_adapters
+    from samd_common.models.llm2vec import merge_adapters
 
     base_dir, adapters = tiny_llm2vec
     base = LlamaModel.from_pretrained(base_dir)
@@ -364,8 +365,8 @@ def test_llm2vec_merges_adapters_exactly(tiny_llm2vec):
 
 
 def test_llm2vec_loads_through_the_model_table_bidirectional(tiny_llm2vec):
-    from samd_common.llm2vec import first_layers
     from samd_common.models import MODELS
+    from samd_common.models.llm2vec import first_layers
 
     base_dir, adapters = tiny_llm2vec
     ref = MODELS["llm2vec-llama3-8b"]
@@ -396,7 +397,7 @@ def test_llm2vec_loads_through_the_model_table_bidirectional(tiny_llm2vec):
 
 
 def test_encode_with_instruction_pools_text_tokens_only(tiny_llm2vec):
-    from samd_common.llm2vec import encode_with_instruction
+    from samd_common.models.llm2vec import encode_with_instruction
 
     base_dir, adapters = tiny_llm2vec
     enc = load_encoder(str(base_dir), device="cpu", adapters=tuple(adapters), bidirectional=True)
@@ -407,7 +408,7 @@ def test_encode_with_instruction_pools_text_tokens_only(tiny_llm2vec):
 
 # ------------------------------------------------------------------ the pipeline
 def test_run_skd_sep_reference_setting_smoke(tmp_path):
-    from samd_common.skd import make_skd_config, run_skd, skd_table
+    from samd_common.skd.run import make_skd_config, run_skd, skd_table
 
     cfg = make_skd_config(
         mode="sep",
@@ -435,8 +436,8 @@ def test_evaluate_model_json_is_a_reference_for_collect_results(tmp_path):
     """``skd.py evaluate-model --json`` writes a results payload that the SKD table reads."""
     import importlib.util
 
-    from samd_common.report import load_references, skd_summary
-    from samd_common.skd_steps import write_smoke_data
+    from samd_common.reporting.tables import load_references, skd_summary
+    from samd_common.skd.steps import write_smoke_data
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("skd_cli", root / "scripts" / "skd.py")

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.batching import DistillDataset
+from samd_common.data.demo import synthetic_sentences
 from samd_common.models import load_encoder
-from samd_common.tiny import synthetic_sentences
-from samd_common.training import TrainConfig, get_lr, latest_checkpoint, train
+from samd_common.training.batching import DistillDataset
+from samd_common.training.loop import TrainConfig, get_lr, latest_checkpoint, train
 
 
 class DropoutContrastive(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from samd_common.config import halving_dims
 from samd_common.losses.cdm import (
     CDMLoss,
     CDMParams,
@@ -12,7 +13,6 @@ from samd_common.losses.cdm import (
 from samd_common.losses.common import (
     MRD_DIMS,
     coverage_confidence,
-    halving_dims,
     info_nce,
     inverse_sqrt_weights,
     linear_cka,

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from samd_common.alignment import batch_dtw_groups
-from samd_common.losses.common import grouped_sums, masked_mean_across_ranks, params_from_dict
+from samd_common.distributed import masked_mean_across_ranks
+from samd_common.losses.common import grouped_sums, params_from_dict
 from samd_common.losses.mined import (
     DISTANCES,
     TokenDistillLoss,

@@ -22,57 +22,9 @@ from dataclasses import fields
 import torch
 import torch.nn.functional as F
 
+from samd_common.distributed import dist_info, gather_across_ranks
+
 MRD_DIMS: tuple[int, ...] = (64, 128, 256, 384, 512, 768)  # SAMD's default Matryoshka dims
-
-
-def _rank_world() -> tuple[int, int]:
-    """``(rank, world size)`` of the initialised process group, ``(0, 1)`` without one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def gather_across_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` of every rank along dim 0, in rank order, keeping the autograd graph.
-
-    The backward pass sums, for this rank's rows, the gradients every rank's loss sends to them
-    (reduce-scatter); identity without a process group or with one rank.
-
-    Args:
-        x: (B, ...) tensor; the same shape on every rank.
-
-    Returns:
-        (W·B, ...) tensor; rows ``[r·B, (r+1)·B)`` come from rank ``r``.
-    """
-    _, world = _rank_world()
-    if world == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather  # autograd-aware collective
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-def masked_mean_across_ranks(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the ``mask``-ed entries of the *global* batch, DDP-ready.
-
-    ``L_r = W · Σ_local values·mask / max(1, Σ_all ranks mask)``: its mean over the ``W`` ranks
-    (what DDP's gradient averaging takes) is the single-process masked mean over the global
-    batch, even when ranks keep different numbers of entries. Without a process group this is
-    the plain masked mean ``Σ values·mask / max(1, Σ mask)``. The count carries no gradient.
-
-    Args:
-        values: (...) per-entry losses.
-        mask: (...) bool or 0/1 weights, same shape.
-
-    Returns:
-        0-d tensor.
-    """
-    _, world = _rank_world()
-    mask = mask.to(values.dtype)
-    count = mask.detach().sum()
-    if world > 1:
-        torch.distributed.all_reduce(count)
-    return world * (values * mask).sum() / count.clamp_min(1)
 
 
 def info_nce(
@@ -112,7 +64,7 @@ def info_nce(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 (SimCSE uses 0.05–0.07), got {temperature}.")
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
-    rank, world = _rank_world() if gather else (0, 1)
+    rank, world = dist_info() if gather else (0, 1)
     candidates = gather_across_ranks(b) if world > 1 else b  # (W·B, D), rank r at [r·B, (r+1)·B)
     logits = a @ candidates.T / temperature  # (B, W·B): local anchors × global candidates
     # Gradient scaling under DDP: this rank returns L_r = mean of its B anchors' terms, so the
@@ -178,24 +130,6 @@ def matryoshka_info_nce(
         w * info_nce(a[:, :m], b[:, :m], temperature) for m, w in zip(dims, weights, strict=True)
     ]
     return torch.stack(terms).sum()
-
-
-def halving_dims(width: int, minimum: int = 16) -> list[int]:
-    """Nested dims ``[width, width//2, …]`` down to ``minimum`` (MRL/SAMD-MRL default).
-
-    Args:
-        width: full embedding width D.
-        minimum: smallest dim kept (16 or 32 in the MRL setting).
-
-    Returns:
-        Descending list of K dims; ``[width]`` when ``width < 2·minimum``.
-    """
-    if width <= 0 or minimum <= 0:
-        raise ValueError(f"width and minimum must be positive, got {width} and {minimum}.")
-    dims = [width]
-    while dims[-1] // 2 >= minimum:
-        dims.append(dims[-1] // 2)
-    return dims
 
 
 def mrd_dims(width: int, dims: Sequence[int] = MRD_DIMS) -> list[int]:

@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from samd_common.losses.common import masked_mean_across_ranks
+from samd_common.distributed import masked_mean_across_ranks
 
 DISTANCES = ("cosine", "mse")
 

@@ -39,7 +39,8 @@ import ot
 import torch
 from torch import nn
 
-from samd_common.losses.common import linear_cka, masked_mean_across_ranks, params_from_dict
+from samd_common.distributed import masked_mean_across_ranks
+from samd_common.losses.common import linear_cka, params_from_dict
 from samd_common.losses.mined import (
     TokenDistillLoss,
     TokenDistillParams,

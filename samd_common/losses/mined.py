@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samd_common.losses.common import info_nce, masked_mean_across_ranks, params_from_dict
+from samd_common.distributed import masked_mean_across_ranks
+from samd_common.losses.common import info_nce, params_from_dict
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{wan2024knowledge,

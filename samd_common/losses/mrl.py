@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from samd_common.losses.common import halving_dims, matryoshka_info_nce, params_from_dict
+from samd_common.config import halving_dims
+from samd_common.losses.common import matryoshka_info_nce, params_from_dict
 from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.models import SentenceEncoder
 

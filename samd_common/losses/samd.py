@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samd_common.distributed import masked_mean_across_ranks
 from samd_common.losses.common import (
     coverage_confidence,
     grouped_sums,
@@ -28,7 +29,6 @@ from samd_common.losses.common import (
     inverse_sqrt_weights,
     linear_cka,
     linear_ramp,
-    masked_mean_across_ranks,
     matryoshka_distillation_loss,
     mrd_dims,
     params_from_dict,

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from samd_common.models.pooling import POOLERS, pool
 from samd_common.models.table import ModelSpec
-from samd_common.pooling import POOLERS, pool
 
 DEPTH_TRUNCATABLE: frozenset[str] = frozenset(
     {"bert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet"}

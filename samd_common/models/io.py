@@ -8,6 +8,7 @@ directory that both ``AutoModel`` and sentence-transformers load with the same p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from samd_common.models.encoder import SentenceEncoder
+from samd_common.models.llm2vec import prepare_llm2vec
 from samd_common.models.table import pick_dtype, resolve_model
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,6 @@ def load_encoder(
             f"with `python scripts/offline_models.py NAME` or pass a local directory."
         ) from err
     if spec.adapters or spec.bidirectional:  # LLM2Vec: merge LoRA adapters, full attention
-        from samd_common.llm2vec import prepare_llm2vec  # local import: peft is optional
-
         backbone, tokenizer = prepare_llm2vec(backbone, tokenizer, spec)
     dense = _load_dense_head(Path(path)) if spec.dense and Path(path).is_dir() else None
     if dense is not None:
@@ -172,3 +172,14 @@ def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
         (path / name).write_text(json.dumps(payload, indent=2))
     log.info("saved %s to %s", spec.name, path)
     return path
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    """Cheap content hash of a model: parameter names, shapes, dtypes and strided value samples."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 512)][:512].float().cpu().numpy()
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        h.update(sample.tobytes())
+    return h.hexdigest()

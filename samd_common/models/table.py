@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from samd_common.provision.install import provisioned_path
+from samd_common.provision.recipes import OFFLINE_MODELS
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -31,7 +34,7 @@ class ModelSpec:
     allow_fp16: bool = True  # False for models that overflow in fp16 (EmbeddingGemma)
     trust_remote_code: bool = False  # only ever on when the table or the user says so
     adapters: tuple[str, ...] = ()  # peft LoRA adapters merged in order (LLM2Vec: MNTP, supervised)
-    bidirectional: bool = False  # decoder run with full attention (LLM2Vec; samd_common.llm2vec)
+    bidirectional: bool = False  # decoder run with full attention (LLM2Vec; models.llm2vec)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -80,8 +83,6 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
     by_id = {s.hf_id.lower(): s for s in MODELS.values()}
     if name_or_path in MODELS or name_or_path.lower() in by_id:
         spec = MODELS.get(name_or_path) or by_id[name_or_path.lower()]
-        from samd_common.provision import provisioned_path  # local import: optional module
-
         local = provisioned_path(spec.name) if spec.name in _offline_names() else None
         if local is not None:
             return spec, str(local)
@@ -107,8 +108,6 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
 
 
 def _offline_names() -> set[str]:
-    from samd_common.provision_recipes import OFFLINE_MODELS
-
     return set(OFFLINE_MODELS)
 
 

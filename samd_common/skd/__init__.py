@@ -1,0 +1,8 @@
+"""SKD — sense-dictionary knowledge distillation, all of it in one place (DESIGN.md §6.9).
+
+gather teacher token states (:mod:`~samd_common.skd.senses`) → cluster them into a sense
+dictionary (:mod:`~samd_common.skd.clustering`) → train the student to pick the teacher's sense
+(:mod:`~samd_common.skd.loss`) → evaluate with the MTEB protocol (:mod:`~samd_common.skd.steps`).
+"""
+
+from __future__ import annotations

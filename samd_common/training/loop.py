@@ -1,0 +1,348 @@
+"""One training loop for every method (nanoGPT-plain).
+
+``train(method, dataset, cfg)`` runs AdamW with warmup + cosine decay to a floor, gradient
+accumulation and clipping, bf16 autocast on GPUs, seeded data order, tqdm progress, per-epoch
+atomic checkpoints with exact resume, and non-finite-loss skipping. ``method`` is the method's
+loss module: it owns the student and any projections, and ``method(batch, step, total_steps)``
+returns ``(loss, logs)``.
+
+Under ``torchrun``/``accelerate launch`` the same loop runs with DDP (gloo on CPU, nccl on CUDA):
+the global batches are those of one process (``GlobalBatchSampler``), each rank takes a
+contiguous slice, and the losses are written so that DDP's gradient average equals the
+single-process gradient (``samd_common.losses.common``). ``tests/test_distributed.py`` checks
+that two CPU processes end with the weights of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from samd_common.distributed import barrier, broadcast_object, dist_info, init_distributed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; defaults are the paper setting (5 epochs, lr 2e-5, batch 32)."""
+
+    epochs: int = 5  # passes over the corpus
+    lr: float = 2e-5  # peak learning rate of the student (and of projections unless set)
+    # Learning rate of method-owned projections. Not the student's 2e-5: a randomly initialised
+    # projection would barely move in a short run, leaving e.g. SAMD's MRD target a random image
+    # of the teacher. 1e-3 is the DSKD scripts' projector rate, used for every method alike.
+    proj_lr: float | None = 1e-3
+    batch_size: int = 32  # texts per micro-batch, all DDP ranks together (× grad_accum per step)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    warmup_frac: float = 0.1  # share of steps with linear warmup
+    min_lr_frac: float = 0.1  # cosine decays to this share of the peak lr
+    weight_decay: float = 0.01  # AdamW weight decay
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    seed: int = 0  # seeds python, numpy, torch and the data order
+    max_nonfinite: int = 10  # stop after this many skipped non-finite steps
+    bf16: bool = True  # bf16 autocast on CUDA devices that support it
+    num_workers: int = 0  # DataLoader workers
+    checkpoint_dir: str | None = None  # per-epoch checkpoints (None = no checkpoints)
+    resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
+    show_progress: bool = True  # tqdm bar
+    # DDP only: search the graph for parameters without a gradient each step. Needed whenever
+    # some trainable parameter gets no gradient (a BERT backbone's pooler under mean/CLS
+    # pooling, a switched-off projection); SAMD's skipped L_SAM steps alone would not need it,
+    # since the attention weights always feed the output. Turn off for a small speed-up only
+    # when every parameter is used on every step.
+    find_unused_parameters: bool = True
+
+
+@dataclass
+class History:
+    """Per-step logs and run statistics."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epochs_done: int = 0
+    skipped_nonfinite: int = 0
+    step_times: list[float] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_lr(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``.
+
+    1) linear warmup over ``warmup_frac`` of the steps; 2) cosine decay from 1 to
+    ``min_lr_frac`` over the rest; 3) never below the floor.
+    """
+    warm = max(1, round(cfg.warmup_frac * total))
+    if step < warm:  # 1) warmup
+        return (step + 1) / warm
+    ratio = min(1.0, (step - warm) / max(1, total - warm))  # 2) cosine
+    return cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * ratio))
+
+
+def _rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """``torch.save`` to a temp file, then rename (an interrupted save leaves no broken file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """Newest ``epoch-N.pt`` in ``folder``."""
+    found = sorted(folder.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return found[-1] if found else None
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+
+
+def param_groups(method: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Student params at ``lr``; everything else the method owns (projections) at ``proj_lr``."""
+    student_ids = {id(p) for p in method.student.parameters()}
+    own = [p for p in method.parameters() if p.requires_grad and id(p) not in student_ids]
+    groups = [
+        {
+            "params": [p for p in method.student.parameters() if p.requires_grad],
+            "lr": cfg.lr,
+            "base_lr": cfg.lr,
+        }
+    ]
+    if own:
+        lr = cfg.proj_lr or cfg.lr
+        groups.append({"params": own, "lr": lr, "base_lr": lr})
+    return groups
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Seeded global batches, each cut into one contiguous slice per rank.
+
+    Per epoch it draws one permutation of the dataset from a generator seeded with
+    ``seed + epoch``, cuts it into global batches of ``batch_size`` (the incomplete tail is
+    dropped) and yields this rank's slice ``[rank·b, (rank+1)·b)`` of each, ``b = batch_size /
+    world``. The global batches are therefore the same for every world size, so a DDP run sees
+    exactly the data of a single-process run, and the order depends only on (seed, epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
+        if batch_size <= 0 or world <= 0 or not 0 <= rank < world:
+            raise ValueError(
+                f"Need batch_size ≥ 1, world ≥ 1, 0 ≤ rank < world; got "
+                f"{batch_size}, {world}, {rank}."
+            )
+        if batch_size % world:
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by the world size {world}: each rank "
+                f"takes batch_size / world texts of every global batch; pick a multiple of {world}."
+            )
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(self.n, generator=gen)
+        local = self.batch_size // self.world
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            first = start + self.rank * local
+            yield perm[first : first + local].tolist()
+
+
+def _all_finite(loss: torch.Tensor, world: int) -> tuple[bool, float]:
+    """Whether the loss is finite on every rank, and its mean over ranks (one collective).
+
+    All ranks must agree to skip a step: under DDP a rank that skipped its backward while the
+    others ran theirs would wait forever in the gradient all-reduce.
+    """
+    value = loss.detach().float()
+    if world == 1:
+        return bool(torch.isfinite(value)), float(value)
+    stats = torch.stack([(~torch.isfinite(value)).float(), value.nan_to_num(0.0, 0.0, 0.0)])
+    dist.all_reduce(stats)
+    return bool(stats[0] == 0), float(stats[1]) / world
+
+
+def _resume(
+    folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world: int
+) -> History | None:
+    """Load rank 0's newest checkpoint on every rank; return its history (None: none found)."""
+    ckpt = broadcast_object(latest_checkpoint(folder) if rank == 0 else None)
+    if ckpt is None:
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)  # copied onto the device
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    rngs = state.get("rng_ranks") or [state["rng"]]
+    if len(rngs) != world:
+        log.warning("checkpoint has RNG states of %d ranks, running %d", len(rngs), world)
+    _set_rng_state(rngs[rank % len(rngs)])
+    log.info("resumed from %s (epoch %d done)", ckpt, state["history"]["epochs_done"])
+    return History(**state["history"])
+
+
+def _save(path: Path, method: nn.Module, optimizer, hist: History, cfg: TrainConfig) -> None:
+    """Rank 0 writes the checkpoint (with every rank's RNG state); the others wait for it."""
+    rank, world = dist_info()
+    rngs = [_rng_state()]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, _rng_state())
+    if rank == 0:
+        payload = {
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rngs[0],
+            "history": asdict(hist),
+            "config": asdict(cfg),
+        }
+        save_checkpoint(path, payload | ({"rng_ranks": rngs} if world > 1 else {}))
+    barrier()
+
+
+def _fail_nonfinite(hist: History, step: int, cfg: TrainConfig) -> None:
+    log.warning("non-finite loss at step %d (%d skipped)", step, hist.skipped_nonfinite)
+    if hist.skipped_nonfinite > cfg.max_nonfinite:
+        raise RuntimeError(
+            f"{hist.skipped_nonfinite} non-finite losses (limit {cfg.max_nonfinite});"
+            " lower the learning rate, disable bf16 or check the inputs."
+        )
+
+
+def train(
+    method: nn.Module, dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None = None
+) -> History:
+    """Train ``method`` (its student and projections) on ``dataset``; return the history.
+
+    Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the process group is joined
+    here if needed, the method is moved to the rank's device and wrapped in DDP, every rank
+    takes its slice of the same global batches (``GlobalBatchSampler``) and contrastive losses
+    gather their candidates across ranks, so the result matches one process on the whole
+    ``cfg.batch_size`` batch. Only rank 0 writes checkpoints and shows progress; the returned
+    history holds this rank's logs except ``loss``, the mean over ranks.
+
+    Raises:
+        ValueError: ``cfg.batch_size`` not divisible by the world size, or fewer texts than
+            one optimizer step needs.
+        RuntimeError: after ``cfg.max_nonfinite`` non-finite losses.
+    """
+    device = init_distributed(method.student.device)
+    rank, world = dist_info()
+    method.to(device)
+    seed_everything(cfg.seed + rank)  # per-rank dropout masks; rank 0 = single process
+    optimizer = torch.optim.AdamW(param_groups(method, cfg), weight_decay=cfg.weight_decay)
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    loader_gen = torch.Generator()  # worker seeds; keeps the global RNG for the model alone
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=cfg.num_workers,
+        generator=loader_gen,
+    )
+    steps_per_epoch = len(loader) // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} texts make no optimizer step of batch_size={cfg.batch_size} × "
+            f"grad_accum={cfg.grad_accum}; lower the batch size or add texts."
+        )
+    total = steps_per_epoch * cfg.epochs
+    hist, start_epoch = History(), 0
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if cfg.resume and ckpt_dir and (resumed := _resume(ckpt_dir, method, optimizer, rank, world)):
+        hist, start_epoch = resumed, resumed.epochs_done
+    model = method
+    if world > 1:  # after loading: DDP broadcasts rank 0's weights once more at construction
+        model = nn.parallel.DistributedDataParallel(
+            method,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters,
+        )
+    use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    step = start_epoch * steps_per_epoch
+    bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank > 0)
+    method.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)  # data order depends only on (seed, epoch)
+        loader_gen.manual_seed(cfg.seed + epoch)
+        micro = 0
+        for batch in itertools.islice(loader, steps_per_epoch * cfg.grad_accum):
+            tick = time.perf_counter()
+            last = (micro + 1) % cfg.grad_accum == 0  # DDP syncs gradients on the last only
+            sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss, logs = model(_to(batch, device), step, total)
+                finite, mean_loss = _all_finite(loss, world)
+                if finite:
+                    (loss / cfg.grad_accum).backward()
+            if not finite:
+                hist.skipped_nonfinite += 1
+                optimizer.zero_grad(set_to_none=True)
+                _fail_nonfinite(hist, step, cfg)
+                continue
+            micro += 1
+            if not last:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * get_lr(step, total, cfg)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            logs = {**logs, "loss": mean_loss} if world > 1 else logs
+            hist.step_times.append(time.perf_counter() - tick)
+            hist.steps.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **logs})
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs.get('loss', mean_loss):.4f}")
+        hist.epochs_done = epoch + 1
+        if ckpt_dir is not None:
+            _save(ckpt_dir / f"epoch-{epoch + 1}.pt", method, optimizer, hist, cfg)
+    bar.close()
+    method.eval()
+    return hist
