@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -253,6 +253,103 @@ def _fail_nonfinite(hist: History, step: int, cfg: TrainConfig) -> None:
         )
 
 
+def _make_loader(
+    dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None, rank: int, world: int
+) -> tuple[DataLoader, GlobalBatchSampler, torch.Generator]:
+    """This rank's loader over seeded global batches, its sampler and its worker-seed generator."""
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    loader_gen = torch.Generator()  # worker seeds; keeps the global RNG for the model alone
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=cfg.num_workers,
+        generator=loader_gen,
+    )
+    if len(loader) // cfg.grad_accum == 0:
+        raise ValueError(
+            f"{len(dataset)} texts make no optimizer step of batch_size={cfg.batch_size} × "
+            f"grad_accum={cfg.grad_accum}; lower the batch size or add texts."
+        )
+    return loader, sampler, loader_gen
+
+
+def _wrap_ddp(method: nn.Module, device: torch.device, cfg: TrainConfig) -> nn.Module:
+    """DDP around ``method`` (construction broadcasts rank 0's weights once more)."""
+    return nn.parallel.DistributedDataParallel(
+        method,
+        device_ids=[device] if device.type == "cuda" else None,
+        find_unused_parameters=cfg.find_unused_parameters,
+    )
+
+
+@dataclass
+class _Run:
+    """What every micro-step of one ``train`` call needs."""
+
+    method: nn.Module  # the loss module (student + projections)
+    model: nn.Module  # ``method``, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    cfg: TrainConfig
+    device: torch.device
+    world: int
+    use_bf16: bool
+    total: int  # optimizer steps of the whole run
+
+
+def _forward_backward(
+    run: _Run, batch: dict, step: int, last: bool
+) -> tuple[bool, float, dict[str, float]]:
+    """One micro-batch: the loss under autocast, then its backward if finite on every rank.
+
+    DDP syncs gradients only on the ``last`` micro-batch of an optimizer step. Returns
+    ``(finite, loss averaged over ranks, the method's logs)``.
+    """
+    sync = contextlib.nullcontext() if last or run.world == 1 else run.model.no_sync()
+    with sync:
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.use_bf16):
+            loss, logs = run.model(_to(batch, run.device), step, run.total)
+        finite, mean_loss = _all_finite(loss, run.world)
+        if finite:
+            (loss / run.cfg.grad_accum).backward()
+    return finite, mean_loss, logs
+
+
+def _optimizer_step(run: _Run, step: int) -> None:
+    """Schedule the lr of ``step``, clip the gradient norm, step and clear the gradients."""
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["base_lr"] * get_lr(step, run.total, run.cfg)
+    if run.cfg.grad_clip:
+        nn.utils.clip_grad_norm_(run.method.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _train_epoch(run: _Run, batches: Iterable[dict], step: int, hist: History, bar: tqdm) -> int:
+    """One pass over ``batches`` with gradient accumulation; returns the next step number."""
+    cfg, micro = run.cfg, 0
+    for batch in batches:
+        tick = time.perf_counter()
+        last = (micro + 1) % cfg.grad_accum == 0  # DDP syncs gradients on the last only
+        finite, mean_loss, logs = _forward_backward(run, batch, step, last)
+        if not finite:
+            hist.skipped_nonfinite += 1
+            run.optimizer.zero_grad(set_to_none=True)
+            _fail_nonfinite(hist, step, cfg)
+            continue
+        micro += 1
+        if not last:
+            continue
+        _optimizer_step(run, step)
+        logs = {**logs, "loss": mean_loss} if run.world > 1 else logs
+        hist.step_times.append(time.perf_counter() - tick)
+        hist.steps.append({"step": step, "lr": run.optimizer.param_groups[0]["lr"], **logs})
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{logs.get('loss', mean_loss):.4f}")
+    return step
+
+
 def train(
     method: nn.Module, dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None = None
 ) -> History:
@@ -270,76 +367,32 @@ def train(
             one optimizer step needs.
         RuntimeError: after ``cfg.max_nonfinite`` non-finite losses.
     """
+    # 1) device, per-rank seeds (dropout masks; rank 0 = single process), optimizer, data
     device = init_distributed(method.student.device)
     rank, world = dist_info()
     method.to(device)
-    seed_everything(cfg.seed + rank)  # per-rank dropout masks; rank 0 = single process
+    seed_everything(cfg.seed + rank)
     optimizer = torch.optim.AdamW(param_groups(method, cfg), weight_decay=cfg.weight_decay)
-    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
-    loader_gen = torch.Generator()  # worker seeds; keeps the global RNG for the model alone
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate_fn,
-        num_workers=cfg.num_workers,
-        generator=loader_gen,
-    )
+    loader, sampler, loader_gen = _make_loader(dataset, cfg, collate_fn, rank, world)
     steps_per_epoch = len(loader) // cfg.grad_accum
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{len(dataset)} texts make no optimizer step of batch_size={cfg.batch_size} × "
-            f"grad_accum={cfg.grad_accum}; lower the batch size or add texts."
-        )
     total = steps_per_epoch * cfg.epochs
+    # 2) resume from the newest checkpoint, then (after loading) wrap in DDP
     hist, start_epoch = History(), 0
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
     if cfg.resume and ckpt_dir and (resumed := _resume(ckpt_dir, method, optimizer, rank, world)):
         hist, start_epoch = resumed, resumed.epochs_done
-    model = method
-    if world > 1:  # after loading: DDP broadcasts rank 0's weights once more at construction
-        model = nn.parallel.DistributedDataParallel(
-            method,
-            device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.find_unused_parameters,
-        )
+    model = _wrap_ddp(method, device, cfg) if world > 1 else method
     use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    run = _Run(method, model, optimizer, cfg, device, world, use_bf16, total)
+    # 3) epochs: the data order depends only on (seed, epoch); a checkpoint after each
     step = start_epoch * steps_per_epoch
     bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank > 0)
     method.train()
     for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)  # data order depends only on (seed, epoch)
+        sampler.set_epoch(epoch)
         loader_gen.manual_seed(cfg.seed + epoch)
-        micro = 0
-        for batch in itertools.islice(loader, steps_per_epoch * cfg.grad_accum):
-            tick = time.perf_counter()
-            last = (micro + 1) % cfg.grad_accum == 0  # DDP syncs gradients on the last only
-            sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
-            with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, logs = model(_to(batch, device), step, total)
-                finite, mean_loss = _all_finite(loss, world)
-                if finite:
-                    (loss / cfg.grad_accum).backward()
-            if not finite:
-                hist.skipped_nonfinite += 1
-                optimizer.zero_grad(set_to_none=True)
-                _fail_nonfinite(hist, step, cfg)
-                continue
-            micro += 1
-            if not last:
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * get_lr(step, total, cfg)
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            logs = {**logs, "loss": mean_loss} if world > 1 else logs
-            hist.step_times.append(time.perf_counter() - tick)
-            hist.steps.append({"step": step, "lr": optimizer.param_groups[0]["lr"], **logs})
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs.get('loss', mean_loss):.4f}")
+        batches = itertools.islice(loader, steps_per_epoch * cfg.grad_accum)
+        step = _train_epoch(run, batches, step, hist, bar)
         hist.epochs_done = epoch + 1
         if ckpt_dir is not None:
             _save(ckpt_dir / f"epoch-{epoch + 1}.pt", method, optimizer, hist, cfg)
