@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,91 @@ def _cluster_shard(
     }
 
 
+def _open_partial(
+    out_dir: str | Path | None, table: SenseTable, kwargs: dict, shard_size: int
+) -> Path | None:
+    """``out_dir.partial/`` for finished shards, emptied when it holds other settings' shards."""
+    if not out_dir:
+        return None
+    partial = Path(str(out_dir) + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    settings = partial / "settings.json"
+    digest = hashlib.sha256(table.token_ids.tobytes() + table.counts.tobytes())
+    digest.update(json.dumps(table.meta, sort_keys=True, default=str).encode())
+    current = json.dumps({**kwargs, "shard_size": shard_size, "input": digest.hexdigest()})
+    if settings.is_file() and settings.read_text() != current:
+        log.warning("cluster: %s holds shards of other settings; starting over", partial)
+        shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+    settings.write_text(current)
+    return partial
+
+
+def _load_finished(partial: Path | None, n_shards: int) -> tuple[dict[int, dict], list[int]]:
+    """Shards already in ``partial`` (shard → result) and the shard numbers still to do."""
+    results: dict[int, dict] = {}
+    todo = []
+    for s in range(n_shards):
+        f = partial / f"shard-{s:05d}.npz" if partial else None
+        if f is not None and f.is_file():
+            with np.load(f) as z:
+                results[s] = {k: z[k] for k in z.files}
+        else:
+            todo.append(s)
+    return results, todo
+
+
+def _shard_items(table: SenseTable, shard: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(token id, (n, D) states)`` of the ids at positions ``shard`` of ``table``."""
+    ids, starts, ends = table.token_ids[shard], table.offsets[shard], table.offsets[shard + 1]
+    return [
+        (int(v), np.asarray(table.vectors[a:b])) for v, a, b in zip(ids, starts, ends, strict=True)
+    ]
+
+
+def _run_shards(
+    table: SenseTable, shards: list[np.ndarray], todo: list[int], kwargs: dict, jobs: int
+) -> Iterator[tuple[int, dict]]:
+    """Cluster the ``todo`` shards, ``jobs`` at a time; yields ``(shard, result)`` as they end."""
+    from joblib import Parallel, delayed
+
+    calls = ((s, _shard_items(table, shards[s])) for s in todo)
+    if jobs == 1:
+        return (_cluster_shard(s, it, kwargs) for s, it in calls)
+    runner = Parallel(n_jobs=jobs, return_as="generator_unordered")
+    return runner(delayed(_cluster_shard)(s, it, kwargs) for s, it in calls)
+
+
+def _save_shard(partial: Path, s: int, res: dict) -> None:
+    """Write one finished shard atomically (temp file + rename)."""
+    tmp = partial / f"shard-{s:05d}.tmp.npz"
+    np.savez(tmp, **res)
+    os.replace(tmp, partial / f"shard-{s:05d}.npz")
+
+
+def _assemble(table: SenseTable, results: dict[int, dict], kwargs: dict) -> SenseTable:
+    """The ``kind="senses"`` dictionary from every shard's centroids."""
+    rows = {}
+    n_mcl = {}
+    for res in results.values():
+        starts = np.r_[0, np.cumsum(res["counts"])]
+        spans = zip(
+            res["ids"].tolist(), starts[:-1], starts[1:], res["n_mcl"].tolist(), strict=True
+        )
+        for v, a, b, m in spans:
+            rows[v], n_mcl[v] = res["centroids"][a:b], m
+    seen = dict(zip(table.token_ids.tolist(), table.seen.tolist(), strict=True))
+    clustered = [m for m in n_mcl.values() if m > 0]
+    meta = {
+        **table.meta,
+        **kwargs,
+        "kind": "senses",
+        "mean_senses": float(np.mean([len(r) for r in rows.values()])) if rows else 0.0,
+        "mean_n_mcl": float(np.mean(clustered)) if clustered else 0.0,
+    }
+    return SenseTable.from_dict(rows, seen, meta, dim=table.dim, dtype=np.float32)
+
+
 def cluster_senses(
     table: SenseTable,
     method: str = "mcl",
@@ -207,79 +293,23 @@ def cluster_senses(
         shard_size: token ids per unit of work / resume granularity.
         show_progress: tqdm bar over shards.
     """
-    from joblib import Parallel, delayed
-
     if table.meta.get("kind", "states") != "states":
         raise ValueError("cluster_senses expects a gathered 'states' table, got a dictionary.")
     kwargs = {"method": method, "seed": seed, "n_init": n_init, "inflation": inflation,
               "expansion": expansion}  # fmt: skip
     order = np.argsort(-table.counts, kind="stable")
     shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
-    partial = Path(str(out_dir) + ".partial") if out_dir else None
-    if partial is not None:
-        partial.mkdir(parents=True, exist_ok=True)
-        settings = partial / "settings.json"
-        digest = hashlib.sha256(table.token_ids.tobytes() + table.counts.tobytes())
-        digest.update(json.dumps(table.meta, sort_keys=True, default=str).encode())
-        current = json.dumps({**kwargs, "shard_size": shard_size, "input": digest.hexdigest()})
-        if settings.is_file() and settings.read_text() != current:
-            log.warning("cluster: %s holds shards of other settings; starting over", partial)
-            shutil.rmtree(partial)
-            partial.mkdir(parents=True)
-        settings.write_text(current)
-    results: dict[int, dict] = {}
-    todo = []
-    for s in range(len(shards)):
-        f = partial / f"shard-{s:05d}.npz" if partial else None
-        if f is not None and f.is_file():
-            with np.load(f) as z:
-                results[s] = {k: z[k] for k in z.files}
-        else:
-            todo.append(s)
-
-    def items(s: int) -> list[tuple[int, np.ndarray]]:
-        ids, starts = table.token_ids[shards[s]], table.offsets[shards[s]]
-        ends = table.offsets[shards[s] + 1]
-        return [
-            (int(v), np.asarray(table.vectors[a:b]))
-            for v, a, b in zip(ids, starts, ends, strict=True)
-        ]
-
+    partial = _open_partial(out_dir, table, kwargs, shard_size)
+    results, todo = _load_finished(partial, len(shards))
     bar = tqdm(total=len(shards), initial=len(results), desc=f"cluster ({method})",
                disable=not show_progress)  # fmt: skip
-    runner = Parallel(n_jobs=jobs, return_as="generator_unordered") if jobs != 1 else None
-    calls = ((s, items(s)) for s in todo)
-    if runner is not None:
-        gen = runner(delayed(_cluster_shard)(s, it, kwargs) for s, it in calls)
-    else:
-        gen = (_cluster_shard(s, it, kwargs) for s, it in calls)
-    for s, res in gen:
+    for s, res in _run_shards(table, shards, todo, kwargs, jobs):
         if partial is not None:
-            tmp = partial / f"shard-{s:05d}.tmp.npz"
-            np.savez(tmp, **res)
-            os.replace(tmp, partial / f"shard-{s:05d}.npz")
+            _save_shard(partial, s, res)
         results[s] = res
         bar.update(1)
     bar.close()
-    rows = {}
-    n_mcl = {}
-    for res in results.values():
-        starts = np.r_[0, np.cumsum(res["counts"])]
-        spans = zip(
-            res["ids"].tolist(), starts[:-1], starts[1:], res["n_mcl"].tolist(), strict=True
-        )
-        for v, a, b, m in spans:
-            rows[v], n_mcl[v] = res["centroids"][a:b], m
-    seen = dict(zip(table.token_ids.tolist(), table.seen.tolist(), strict=True))
-    clustered = [m for m in n_mcl.values() if m > 0]
-    meta = {
-        **table.meta,
-        **kwargs,
-        "kind": "senses",
-        "mean_senses": float(np.mean([len(r) for r in rows.values()])) if rows else 0.0,
-        "mean_n_mcl": float(np.mean(clustered)) if clustered else 0.0,
-    }
-    out = SenseTable.from_dict(rows, seen, meta, dim=table.dim, dtype=np.float32)
+    out = _assemble(table, results, kwargs)
     if out_dir is not None:
         out.save(out_dir)
         shutil.rmtree(partial, ignore_errors=True)

@@ -7,8 +7,8 @@ states (``kind="states"``, up to ``max_per_token`` per id, reservoir-sampled) or
 
 1. :func:`gather_senses` / :func:`gather_task` — run the teacher over a task's training texts;
 2. :func:`merge_tables` — union of several tasks' states, cap re-applied (population-weighted);
-3. ``samd_common.skd.clustering.cluster_senses`` — MCL → k-means per token id, giving the dictionary
-   (its names stay importable from this module).
+3. ``samd_common.skd.clustering.cluster_senses`` — MCL → k-means per token id, giving the
+   dictionary.
 
 References:
     Wang et al., "Multi-Sense Embeddings for Language Models and Knowledge Distillation",
@@ -75,10 +75,6 @@ class SenseTable:
         if i == len(self.token_ids) or self.token_ids[i] != token_id:
             return self.vectors[:0]
         return self.vectors[self.offsets[i] : self.offsets[i + 1]]
-
-    def as_dict(self) -> dict[int, np.ndarray]:
-        """``{token_id: (k, D) array}`` (views)."""
-        return {int(v): self.vectors[a:b] for v, a, b in self._spans()}
 
     def _spans(self) -> Iterator[tuple[int, int, int]]:
         yield from zip(
