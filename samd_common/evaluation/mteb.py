@@ -33,13 +33,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
 from samd_common.data.tasks import DataError
-from samd_common.evaluation.mteb_tasks import MTEB_SEED, TaskSplits
+from samd_common.evaluation.mteb_tasks import MTEB_SEED, LabeledTexts, TaskSplits
 from samd_common.evaluation.suite import truncate
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,72 @@ class MTEBResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _Plan(NamedTuple):
+    """One (task, subset) to score: its key prefix, train rows per experiment and splits."""
+
+    prefix: str  # "{task}" or "{task}/{subset}"
+    main_split: str  # the split reported without a split name
+    rows: list[np.ndarray]  # train rows of each experiment
+    train: LabeledTexts
+    evals: dict[str, LabeledTexts]  # evaluation splits by name
+
+
+def _plan(
+    tasks: Sequence[TaskSplits],
+    samples_per_label: int | None,
+    n_experiments: int | None,
+    seed: int,
+) -> tuple[list[_Plan], list[str]]:
+    """Undersample every task's train split; return the plans and every text to encode once."""
+    plans = []
+    texts: dict[str, None] = {}  # ordered set
+    for ts in tasks:
+        spl = samples_per_label or ts.task.samples_per_label
+        n_exp = n_experiments or ts.task.n_experiments
+        for subset, splits in ts.subsets.items():
+            train = splits[ts.task.train_split]
+            rows = undersample_indices(train.labels, spl, n_exp, seed)
+            evals = {s: splits[s] for s in ts.task.eval_splits if s in splits}
+            if not evals:
+                raise DataError(f"{ts.task.name}: none of {ts.task.eval_splits} was loaded.")
+            prefix = f"{ts.task.name}/{subset}" if subset else ts.task.name
+            plans.append(_Plan(prefix, ts.task.main_split, rows, train, evals))
+            texts.update(dict.fromkeys(train.texts[i] for i in np.unique(np.concatenate(rows))))
+            for split in evals.values():
+                texts.update(dict.fromkeys(split.texts))
+    return plans, list(texts)
+
+
+def _score_plan(
+    plan: _Plan,
+    vecs: np.ndarray,
+    row_of: dict[str, int],
+    dim: int,
+    seed: int,
+    max_iter: int,
+    metrics: dict[str, float],
+    per_exp: dict[str, list[float]],
+) -> None:
+    """Score one plan's splits on (N, dim) ``vecs``; write its keys into ``metrics``/``per_exp``."""
+    train = plan.train
+    for split_name, split in plan.evals.items():
+        x_test = vecs[[row_of[t] for t in split.texts]]
+        runs = []
+        for r in plan.rows:
+            x_tr = vecs[[row_of[train.texts[i]] for i in r]]
+            runs.append(
+                logistic_regression_scores(
+                    x_tr, train.labels[r], x_test, split.labels, seed, max_iter
+                )
+            )
+        key = plan.prefix if split_name == plan.main_split else f"{plan.prefix}/{split_name}"
+        for name in runs[0]:
+            metrics[f"{key}/{name}@{dim}"] = float(np.mean([s[name] for s in runs]))
+        acc = [s["accuracy"] for s in runs]
+        metrics[f"{key}/accuracy_std@{dim}"] = float(np.std(acc))
+        per_exp[f"{key}/accuracy@{dim}"] = acc
+
+
 def evaluate_mteb(
     encoder: EncodeFn | object,
     tasks: Sequence[TaskSplits],
@@ -166,23 +233,7 @@ def evaluate_mteb(
     """
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     start = time.perf_counter()
-    plans = []  # (key prefix, train rows per experiment, train split, eval splits)
-    texts: dict[str, None] = {}
-    for ts in tasks:
-        spl = samples_per_label or ts.task.samples_per_label
-        n_exp = n_experiments or ts.task.n_experiments
-        for subset, splits in ts.subsets.items():
-            train = splits[ts.task.train_split]
-            rows = undersample_indices(train.labels, spl, n_exp, seed)
-            evals = {s: splits[s] for s in ts.task.eval_splits if s in splits}
-            if not evals:
-                raise DataError(f"{ts.task.name}: none of {ts.task.eval_splits} was loaded.")
-            prefix = f"{ts.task.name}/{subset}" if subset else ts.task.name
-            plans.append((prefix, ts.task.main_split, rows, train, evals))
-            texts.update(dict.fromkeys(train.texts[i] for i in np.unique(np.concatenate(rows))))
-            for split in evals.values():
-                texts.update(dict.fromkeys(split.texts))
-    ordered = list(texts)
+    plans, ordered = _plan(tasks, samples_per_label, n_experiments, seed)
     row_of = {t: i for i, t in enumerate(ordered)}
     t0 = time.perf_counter()
     emb = np.asarray(encode(ordered), dtype=np.float32)  # (N, D)
@@ -193,26 +244,11 @@ def evaluate_mteb(
     metrics: dict[str, float] = {}
     per_exp: dict[str, list[float]] = {}
     for dim in dims:
-        vecs = _at_dim(emb, dim)
+        vecs = _at_dim(emb, dim)  # (N, dim)
         mains = []
-        for prefix, main_split, rows, train, evals in plans:
-            for split_name, split in evals.items():
-                x_test = vecs[[row_of[t] for t in split.texts]]
-                runs = []
-                for r in rows:
-                    x_tr = vecs[[row_of[train.texts[i]] for i in r]]
-                    runs.append(
-                        logistic_regression_scores(
-                            x_tr, train.labels[r], x_test, split.labels, seed, max_iter
-                        )
-                    )
-                key = prefix if split_name == main_split else f"{prefix}/{split_name}"
-                for name in runs[0]:
-                    metrics[f"{key}/{name}@{dim}"] = float(np.mean([s[name] for s in runs]))
-                acc = [s["accuracy"] for s in runs]
-                metrics[f"{key}/accuracy_std@{dim}"] = float(np.std(acc))
-                per_exp[f"{key}/accuracy@{dim}"] = acc
-            mains.append(metrics[f"{prefix}/accuracy@{dim}"])
+        for plan in plans:
+            _score_plan(plan, vecs, row_of, dim, seed, max_iter, metrics, per_exp)
+            mains.append(metrics[f"{plan.prefix}/accuracy@{dim}"])
         metrics[f"avg/mteb/accuracy@{dim}"] = float(np.mean(mains))
     total_s = time.perf_counter() - start
     log.info("MTEB eval: %d texts, encode %.1fs, total %.1fs", len(ordered), encode_s, total_s)
