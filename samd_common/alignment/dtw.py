@@ -74,6 +74,55 @@ def path_groups(path: list[tuple[int, int]], n: int, m: int) -> tuple[np.ndarray
     return s_gid, t_gid
 
 
+def _accumulate(c: np.ndarray) -> np.ndarray:
+    """(B, T_s, T_t) accumulated DTW cost, one row at a time for the whole batch.
+
+    The min-plus scan of :func:`dtw_path`; entries beyond a sample's lengths are computed too,
+    but no path of that sample reads them.
+    """
+    acc = np.empty_like(c)
+    acc[:, 0] = np.cumsum(c[:, 0], axis=1)
+    for j in range(1, c.shape[1]):
+        up = acc[:, j - 1].copy()  # (B, T_t)
+        up[:, 1:] = np.minimum(up[:, 1:], acc[:, j - 1, :-1])
+        csum = np.cumsum(c[:, j], axis=1)
+        acc[:, j] = csum + np.minimum.accumulate(up - (csum - c[:, j]), axis=1)
+    return acc
+
+
+def _backtrace(
+    acc: np.ndarray, n_len: np.ndarray, m_len: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Back-trace every sample from its own end cell (ties: diagonal, then up, then left).
+
+    Returns ``(cs, ct, g)``: (B, T_s) and (B, T_t) compact step ids counted from the end (−1 off
+    the path) and (B,) the last step id of each sample.
+    """
+    n_b, t_s, t_t = acc.shape
+    j, i = np.maximum(n_len - 1, 0), np.maximum(m_len - 1, 0)
+    g = np.zeros(n_b, dtype=np.int64)
+    live = np.nonzero((n_len > 0) & (m_len > 0))[0]
+    cs, ct = np.full((n_b, t_s), -1, np.int64), np.full((n_b, t_t), -1, np.int64)  # compact ids
+    while live.size:
+        cs[live, j[live]], ct[live, i[live]] = g[live], g[live]
+        live = live[(j[live] > 0) | (i[live] > 0)]
+        if not live.size:
+            break
+        jl, il = j[live], i[live]
+        jm, im = np.maximum(jl - 1, 0), np.maximum(il - 1, 0)
+        diag = np.where((jl > 0) & (il > 0), acc[live, jm, im], np.inf)
+        up = np.where(jl > 0, acc[live, jm, il], np.inf)
+        left = np.where(il > 0, acc[live, jl, im], np.inf)
+        best = np.minimum(np.minimum(diag, up), left)
+        tol = best + _TIE * (1 + np.abs(best))
+        take_diag = diag <= tol
+        take_up = ~take_diag & (up <= tol)
+        j[live] = np.where(take_diag | take_up, jm, jl)
+        i[live] = np.where(take_up, il, im)
+        g[live] += take_diag
+    return cs, ct, g
+
+
 def batch_dtw_groups(
     cost: np.ndarray, s_mask: np.ndarray, t_mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -109,37 +158,8 @@ def batch_dtw_groups(
     n_len, m_len = s_mask.sum(1), t_mask.sum(1)  # (B,)
     rows = np.arange(n_b)
     c = cost[rows[:, None, None], s_ord[:, :, None], t_ord[:, None, :]]  # (B, T_s, T_t) compact
-    # 2) accumulated cost, one row at a time for the whole batch (min-plus scan, see dtw_path);
-    # entries beyond a sample's lengths are computed too but no path of that sample reads them.
-    acc = np.empty_like(c)
-    acc[:, 0] = np.cumsum(c[:, 0], axis=1)
-    for j in range(1, t_s):
-        up = acc[:, j - 1].copy()  # (B, T_t)
-        up[:, 1:] = np.minimum(up[:, 1:], acc[:, j - 1, :-1])
-        csum = np.cumsum(c[:, j], axis=1)
-        acc[:, j] = csum + np.minimum.accumulate(up - (csum - c[:, j]), axis=1)
-    # 3) back-trace every sample from its own end cell; step ids count from the end first
-    j, i = np.maximum(n_len - 1, 0), np.maximum(m_len - 1, 0)
-    g = np.zeros(n_b, dtype=np.int64)
-    live = np.nonzero((n_len > 0) & (m_len > 0))[0]
-    cs, ct = np.full((n_b, t_s), -1, np.int64), np.full((n_b, t_t), -1, np.int64)  # compact ids
-    while live.size:
-        cs[live, j[live]], ct[live, i[live]] = g[live], g[live]
-        live = live[(j[live] > 0) | (i[live] > 0)]
-        if not live.size:
-            break
-        jl, il = j[live], i[live]
-        jm, im = np.maximum(jl - 1, 0), np.maximum(il - 1, 0)
-        diag = np.where((jl > 0) & (il > 0), acc[live, jm, im], np.inf)
-        up = np.where(jl > 0, acc[live, jm, il], np.inf)
-        left = np.where(il > 0, acc[live, jl, im], np.inf)
-        best = np.minimum(np.minimum(diag, up), left)
-        tol = best + _TIE * (1 + np.abs(best))
-        take_diag = diag <= tol
-        take_up = ~take_diag & (up <= tol)
-        j[live] = np.where(take_diag | take_up, jm, jl)
-        i[live] = np.where(take_up, il, im)
-        g[live] += take_diag
+    # 2) accumulated cost; 3) back-trace, step ids counted from the end first
+    cs, ct, g = _backtrace(_accumulate(c), n_len, m_len)
     # 4) ids in path order, written back at the padded positions
     total = g + 1  # (B,) steps per sample (for samples with a path)
     cs = np.where(cs >= 0, total[:, None] - 1 - cs, -1)
