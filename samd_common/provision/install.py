@@ -24,7 +24,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from samd_common.config import cache_root
-from samd_common.provision.recipes import BUILDERS, CHECKS, DEFAULT_MODELS, check_loads, get_model
+from samd_common.provision.recipes import (
+    BUILDERS,
+    CHECKS,
+    DEFAULT_MODELS,
+    OfflineModel,
+    check_loads,
+    get_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +76,48 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _new_staging(root: Path, name: str) -> Path:
+    """Clear ``name``'s leftover hidden folders in ``root`` and make a fresh staging folder."""
+    for stale in root.glob(f".{name}.*-*"):
+        logger.info("removing leftover %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0o700
+    return staging
+
+
+def _build(spec: OfflineModel, staging: Path, root: Path) -> None:
+    """Run the recipe into ``staging``, record ``samd_model.json``, check it, write the marker."""
+    with tempfile.TemporaryDirectory(prefix=f".{spec.name}.scratch-", dir=root) as tmp:
+        source = BUILDERS[spec.name](staging, Path(tmp))
+    meta_file = staging / META_FILE  # keep keys a builder wrote (e.g. pooling, prompt)
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta.update(
+        short_name=spec.name,
+        hf_id=spec.hf_id,
+        source=source,
+        license=spec.license,
+        description=spec.description,
+        has_sentence_transformers_config=(staging / "modules.json").is_file(),
+    )
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+    CHECKS.get(spec.name, check_loads)(staging)
+    (staging / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+
+
+def _move_into_place(staging: Path, final: Path, root: Path, name: str) -> None:
+    """Rename ``staging`` to ``final``, first moving an existing ``final`` aside."""
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
+        final.rename(old / "x")
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
 def provision(name: str, force: bool = False) -> Path:
     """Provision model ``name`` into ``cache_dir()/name`` and return that folder.
 
@@ -95,37 +144,11 @@ def provision(name: str, force: bool = False) -> Path:
     with _lock(root / f".{spec.name}.lock"):
         if not force and (final / MARKER).is_file():  # built meanwhile by another process
             return final
-        for stale in root.glob(f".{spec.name}.*-*"):
-            logger.info("removing leftover %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
         start = time.monotonic()
-        staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=root))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes 0o700
+        staging = _new_staging(root, spec.name)
         try:
-            with tempfile.TemporaryDirectory(prefix=f".{spec.name}.scratch-", dir=root) as tmp:
-                source = BUILDERS[spec.name](staging, Path(tmp))
-            meta_file = staging / META_FILE  # keep keys a builder wrote (e.g. pooling, prompt)
-            meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-            meta.update(
-                short_name=spec.name,
-                hf_id=spec.hf_id,
-                source=source,
-                license=spec.license,
-                description=spec.description,
-                has_sentence_transformers_config=(staging / "modules.json").is_file(),
-            )
-            meta_file.write_text(json.dumps(meta, indent=2) + "\n")
-            CHECKS.get(spec.name, check_loads)(staging)
-            (staging / MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-            if final.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{spec.name}.old-", dir=root))
-                final.rename(old / "x")
-                staging.rename(final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                staging.rename(final)
+            _build(spec, staging, root)
+            _move_into_place(staging, final, root, spec.name)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
