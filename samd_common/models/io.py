@@ -107,30 +107,15 @@ def load_encoder(
     return encoder.to(device).eval()
 
 
-def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
-    """Save as a standard HF directory that ``AutoModel`` *and* sentence-transformers load.
+_POOLING_MODES = {  # our pooling name → sentence-transformers' Pooling config flag
+    "mean": "pooling_mode_mean_tokens",
+    "cls": "pooling_mode_cls_token",
+    "last_token": "pooling_mode_lasttoken",
+}
 
-    Writes the backbone and tokenizer (``save_pretrained``), ``modules.json``, the pooling config,
-    ``sentence_bert_config.json``, the prompt, and ``samd_model.json``, so that the same pooling
-    is used wherever the student is loaded.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    encoder.backbone.save_pretrained(path)
-    encoder.tokenizer.save_pretrained(path)
-    spec, width = encoder.spec, encoder.backbone.config.hidden_size
-    modes = {
-        "mean": "pooling_mode_mean_tokens",
-        "cls": "pooling_mode_cls_token",
-        "last_token": "pooling_mode_lasttoken",
-    }
-    if spec.pooling not in modes or encoder.dense is not None:
-        raise ValueError(f"save_encoder supports {sorted(modes)} pooling without a dense head.")
-    pooling = {
-        "word_embedding_dimension": width,
-        "include_prompt": True,
-        **{m: k == spec.pooling for k, m in modes.items()},
-    }
+
+def _st_modules(normalize: bool) -> list[dict]:
+    """sentence-transformers' ``modules.json``: Transformer, Pooling (and Normalize)."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {
@@ -140,7 +125,7 @@ def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
             "type": "sentence_transformers.models.Pooling",
         },
     ]
-    if spec.normalize:
+    if normalize:
         modules.append(
             {
                 "idx": 2,
@@ -149,11 +134,20 @@ def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
                 "type": "sentence_transformers.models.Normalize",
             }
         )
-        (path / "2_Normalize").mkdir(exist_ok=True)
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    files = {
+    return modules
+
+
+def _st_files(encoder: SentenceEncoder) -> dict[str, object]:
+    """Every JSON file next to the backbone, by relative path (pooling, prompts, provenance)."""
+    spec, width = encoder.spec, encoder.backbone.config.hidden_size
+    pooling = {
+        "word_embedding_dimension": width,
+        "include_prompt": True,
+        **{m: k == spec.pooling for k, m in _POOLING_MODES.items()},
+    }
+    return {
         "1_Pooling/config.json": pooling,
-        "modules.json": modules,
+        "modules.json": _st_modules(spec.normalize),
         "sentence_bert_config.json": {"max_seq_length": encoder.max_length, "do_lower_case": False},
         "config_sentence_transformers.json": {
             "prompts": {"query": spec.prompt, "document": spec.prompt} if spec.prompt else {},
@@ -168,7 +162,28 @@ def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
             "distilled_from": spec.name,
         },
     }
-    for name, payload in files.items():
+
+
+def save_encoder(encoder: SentenceEncoder, path: str | Path) -> Path:
+    """Save as a standard HF directory that ``AutoModel`` *and* sentence-transformers load.
+
+    Writes the backbone and tokenizer (``save_pretrained``), ``modules.json``, the pooling config,
+    ``sentence_bert_config.json``, the prompt, and ``samd_model.json``, so that the same pooling
+    is used wherever the student is loaded.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    encoder.backbone.save_pretrained(path)
+    encoder.tokenizer.save_pretrained(path)
+    spec = encoder.spec
+    if spec.pooling not in _POOLING_MODES or encoder.dense is not None:
+        raise ValueError(
+            f"save_encoder supports {sorted(_POOLING_MODES)} pooling without a dense head."
+        )
+    if spec.normalize:
+        (path / "2_Normalize").mkdir(exist_ok=True)
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    for name, payload in _st_files(encoder).items():
         (path / name).write_text(json.dumps(payload, indent=2))
     log.info("saved %s to %s", spec.name, path)
     return path
