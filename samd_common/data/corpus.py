@@ -84,6 +84,24 @@ def overlap_report(
     return report
 
 
+def _clean_pool(pool: list[str], banned: set[str], seen: set[str]) -> tuple[list[str], int, int]:
+    """Drop texts whose key is ``banned`` or already ``seen`` (adding the kept ones to ``seen``).
+
+    Returns ``(kept texts, dropped as eval overlap, dropped as duplicates)``.
+    """
+    clean, n_banned, n_dup = [], 0, 0
+    for text in pool:
+        key = normalize_text(text)
+        if key in banned:
+            n_banned += 1
+        elif key in seen:
+            n_dup += 1
+        else:
+            seen.add(key)
+            clean.append(text)
+    return clean, n_banned, n_dup
+
+
 def build_corpus(
     eval_dir: Path,
     n_per_source: int,
@@ -107,18 +125,14 @@ def build_corpus(
     banned = _all_protected(protected)
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
-    rows, report = (
-        [],
-        CorpusReport(
-            settings={
-                "eval_dir": str(eval_dir),
-                "n_per_source": n_per_source,
-                "seed": seed,
-                "include_ood": include_ood,
-                "protect_dirs": [str(p) for p in protect_dirs or []],
-            }
-        ),
-    )
+    settings = {
+        "eval_dir": str(eval_dir),
+        "n_per_source": n_per_source,
+        "seed": seed,
+        "include_ood": include_ood,
+        "protect_dirs": [str(p) for p in protect_dirs or []],
+    }
+    rows, report = [], CorpusReport(settings=settings)
     for name, spec in TASKS.items():
         if spec.ood and not include_ood:
             continue
@@ -126,16 +140,7 @@ def build_corpus(
         if not pool:
             log.info("source %s: no train split in %s, skipped", name, eval_dir)
             continue
-        clean, n_banned, n_dup = [], 0, 0
-        for text in pool:
-            key = normalize_text(text)
-            if key in banned:
-                n_banned += 1
-            elif key in seen:
-                n_dup += 1
-            else:
-                seen.add(key)
-                clean.append(text)
+        clean, n_banned, n_dup = _clean_pool(pool, banned, seen)
         take = rng.permutation(len(clean))[:n_per_source]
         rows += [{"text": clean[i], "source": name.upper()} for i in sorted(take)]
         report.sources[name] = {
