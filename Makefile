@@ -34,7 +34,7 @@ demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
 	@mkdir -p $(DEMO_OUT)
 	$(PY) -m papermill CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
 	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
-	$(PY) scripts/show_results.py $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
+	$(PY) scripts/collect_results.py --show $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
 
 # The CPU benchmark (hours on 2 cores; resumable): every method, seeds 0-2, then the tables.
 SEEDS ?= 0 1 2

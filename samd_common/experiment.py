@@ -32,7 +32,7 @@ from samd_common.models import load_encoder, save_encoder, transformer_layers
 from samd_common.models.tiny import resolve_model
 from samd_common.reporting.plots import plot_depth_grid as _plot_depth_grid
 from samd_common.reporting.plots import plot_dims
-from samd_common.reporting.results import comparison_table, record_results
+from samd_common.reporting.results import RunRecord, comparison_table, record_results
 from samd_common.training.batching import DistillDataset
 from samd_common.training.loop import TrainConfig, seed_everything, train
 from samd_common.training.teacher_cache import build_teacher_cache
@@ -223,24 +223,25 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     timings["total_s"] = time.perf_counter() - t0
     metrics = after.metrics
     path = record_results(
-        run_dir / "results.json",
-        method=cfg.method,
-        model=cfg.student,
-        config=cfg.to_dict(),
-        metrics=metrics,
-        timings=timings,
-        extra={
-            "metrics_before": before.metrics if before else {},
-            "dims": after.dims,
-            **({"depths": depths, "depth_grid": grid} if spec.elastic_depth else {}),
-            "teacher": cfg.teacher,
-            "corpus": corpus_info,
-            "train": {
+        RunRecord(
+            cfg.method,
+            cfg.student,
+            cfg.to_dict(),
+            metrics,
+            before.metrics if before else {},
+            after.dims,
+            depths,
+            grid,
+            teacher=cfg.teacher,
+            timings=timings,
+            train={
                 "steps": len(history.steps),
                 "skipped_nonfinite": history.skipped_nonfinite,
                 "last": history.steps[-1:],
             },
-        },
+            extra={"corpus": corpus_info},
+        ),
+        run_dir / "results.json",
     )
     log.info("results: %s", path)
     return ExperimentResult(

@@ -2,11 +2,16 @@
 
 Usage:
     python scripts/collect_results.py RESULTS_DIR [--out OUT_DIR] [--dims 384 64] [--method SAMD]
+    python scripts/collect_results.py --show RESULTS_JSON [RESULTS_JSON ...]
 
 Input (written by ``scripts/run_experiments.py``): ``RESULTS_DIR/<label>/seed<k>/results.json``,
 ``<label>`` being a method (``SAMD``) or a method with an ablation tag (``SAMD+no-sam``); optional
-``RESULTS_DIR/_reference/*.json`` from ``python -m samd_common.evaluation.cli ... --output`` become
-``teacher (<model>)`` rows (at their own largest dim when they lack the table's dim).
+``RESULTS_DIR/_reference/*.json`` from ``python scripts/evaluate.py ... --output`` (either
+protocol) become ``teacher (<model>)`` rows (at their own largest dim when they lack the table's
+dim).
+
+``--show`` prints the table of each given results JSON instead (one run: the undistilled student
+next to the distilled one per task and dim; the MTEB table for an SKD run) and writes nothing.
 
 Output (in OUT_DIR, default RESULTS_DIR):
 
@@ -40,6 +45,7 @@ matplotlib.use("Agg")  # headless: figures are written to files
 from samd_common.methods import METHODS  # noqa: E402
 from samd_common.reporting.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
 from samd_common.reporting.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
+from samd_common.reporting.results import load_record, results_table  # noqa: E402
 from samd_common.reporting.tables import (  # noqa: E402
     DISTILLED,
     cell,
@@ -49,7 +55,7 @@ from samd_common.reporting.tables import (  # noqa: E402
     load_runs,
     main_table,
     matryoshka_table,
-    skd_summary,
+    mteb_summary,
     summarize,
     to_markdown,
 )
@@ -133,6 +139,17 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
     return sections
 
 
+def show(paths: list[Path]) -> int:
+    """Print the table of each results JSON (``--show``)."""
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        for path in paths:
+            record = load_record(path)
+            pair = f"{record.teacher} → {record.model}" if record.teacher else record.model
+            print(f"\n{record.method}: {pair}  ({path})")
+            print(results_table(record).to_string())
+    return 0
+
+
 def skd_section(skd: pd.DataFrame) -> str:
     """Markdown table of the SKD runs (rows ``label/flavour``, columns ``task@dim``)."""
     cells = skd.assign(
@@ -150,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("results_dir", type=Path)
+    p.add_argument("results_dir", type=Path, nargs="?", help="a sweep's folder of runs")
+    p.add_argument("--show", type=Path, nargs="+", metavar="RESULTS_JSON", help="print run tables")
     p.add_argument("--out", type=Path, help="output folder (default: RESULTS_DIR)")
     p.add_argument(
         "--dims", type=int, nargs="+", help="dims of the per-task tables (default: full)"
@@ -158,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="SAMD", help="label compared with the best baseline")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.show:
+        return show(args.show)
+    if args.results_dir is None:
+        p.error("give RESULTS_DIR (a sweep) or --show RESULTS_JSON (single runs)")
     runs = load_runs(args.results_dir) if args.results_dir.is_dir() else []
     if not runs:
         log.error(
@@ -183,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "for later ones (its seed's teacher cache, the undistilled evaluation).",
             to_markdown(cost),
         ]
-    skd = skd_summary(runs, refs)
+    skd = mteb_summary(runs, refs)
     if not skd.empty:
         skd.to_csv(out / "skd.csv", index=False)
         sections += ["## MTEB classification (SKD runs)", skd_section(skd)]

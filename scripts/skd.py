@@ -34,7 +34,7 @@ from samd_common.evaluation.mteb import evaluate_mteb
 from samd_common.evaluation.mteb_tasks import load_mteb_task
 from samd_common.models import load_encoder
 from samd_common.models.tiny import resolve_model
-from samd_common.reporting.results import record_results
+from samd_common.reporting.results import RunRecord, record_results
 from samd_common.skd import clustering, senses
 from samd_common.skd import run as skd
 from samd_common.skd import steps as skd_steps
@@ -152,9 +152,7 @@ def cmd_evaluate_model(args) -> None:
     _print_metrics(res.metrics)
     if args.json:  # a reference evaluation: collect_results.py reads it from _reference/
         config = {"tasks": args.task, "splits": args.split, "max_length": enc.max_length}
-        record_results(
-            args.json, method="eval", model=args.model, config=config, metrics=res.metrics
-        )
+        record_results(RunRecord("eval", args.model, config, res.metrics), args.json)
 
 
 def cmd_all(args) -> None:

@@ -14,6 +14,7 @@ from samd_common.data.tasks import TASKS
 from samd_common.methods import METHODS
 from samd_common.reporting import compare
 from samd_common.reporting import tables as report
+from samd_common.reporting.results import RunRecord, load_record
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = [384, 192, 96, 48]
@@ -80,7 +81,7 @@ def sweep(tmp_path_factory):
     teacher = {"method": "eval", "model": "embeddinggemma-300m", "dims": [768, 384]}
     teacher["metrics"] = suite_metrics(80.0, dims=[768, 384])
     (ref / "teacher.json").write_text(json.dumps(teacher))
-    mteb_teacher = {"method": "eval", "model": "e5-small"}  # scripts/skd.py evaluate-model
+    mteb_teacher = {"method": "eval", "model": "e5-small"}  # scripts/evaluate.py --protocol mteb
     mteb_teacher["metrics"] = {
         "Banking77Classification/accuracy@384": 83.0,
         "Banking77Classification/validation/accuracy@384": 10.0,
@@ -269,11 +270,14 @@ def test_ablation_effects(sweep, collected):
 
 
 def test_cost_table_ranges(collected):
+    def run(label: str, seed: int, **timings: float) -> dict:
+        return {"label": label, "seed": seed, "record": RunRecord("m", "s", timings=timings)}
+
     runs = [
-        {"label": "B", "seed": 0, "payload": {"timings": {"train_s": 100.4, "total_s": 300.0}}},
-        {"label": "B", "seed": 1, "payload": {"timings": {"train_s": 180.0, "total_s": 299.8}}},
-        {"label": "a", "seed": 0, "payload": {"timings": {"train_s": 5.0, "peak_rss_mb": 2e3}}},
-        {"label": "c", "seed": 0, "payload": {"timings": {"encode_s": 9.0}}},  # not a training run
+        run("B", 0, train_s=100.4, total_s=300.0),
+        run("B", 1, train_s=180.0, total_s=299.8),
+        run("a", 0, train_s=5.0, peak_rss_mb=2e3),
+        run("c", 0, encode_s=9.0),  # not a training run
     ]
     cost = report.cost_table(runs)
     assert list(cost.index) == ["a", "B"] and list(cost["runs"]) == [1, 2]
@@ -297,3 +301,44 @@ def test_per_task_paired_differences(sweep, collected):
     section = (collected / "results.md").read_text().split("## Per-task paired differences")[1]
     assert "| SAMD − MinED | +2.00 |" in section
     assert (collected / "differences.csv").is_file()
+
+
+def test_metric_keys_parse_and_format_every_kind():
+    from samd_common.reporting.keys import key_depths, key_dims, metric_key, parse_key
+
+    k = parse_key("replace/EmotionClassification/validation/accuracy@48")
+    assert (k.head, k.name, k.metric, k.dim, k.depth) == (
+        "replace/EmotionClassification/validation/accuracy",
+        "replace/EmotionClassification/validation",
+        "accuracy",
+        48,
+        None,
+    )
+    grid = parse_key("avg/all/id@384/L3")
+    assert (grid.head, grid.dim, grid.depth) == ("avg/all/id", 384, 3)
+    assert str(grid) == "avg/all/id@384/L3" == metric_key("avg/all/id", 384, 3)
+    assert parse_key("n_texts") is None and parse_key("stsb/spearman@x") is None
+    keys = ["stsb/spearman@384", "stsb/spearman@64", "avg/all/id@128", "x@32/L1", "x@16/L2"]
+    assert key_dims(keys) == [384, 128, 64] and key_dims(keys, head="avg/all/id") == [128]
+    assert key_dims(keys, depth=True) == [384, 128, 64, 32, 16]
+    assert key_depths(keys) == [1, 2]
+
+
+def test_run_record_reads_old_files_and_round_trips(tmp_path):
+    old = REPO / "results" / "skd-demo" / "runs" / "SKD-sep-xtok" / "seed0" / "results.json"
+    record = load_record(old)  # written before RunRecord: no dims, SKD fields at the top
+    assert record.method == "SKD" and record.dims == [] and record.extra["flavour"] == "SKD-sep"
+    assert record.train["last"] and record.metrics_before and record.teacher == "e5-small"
+    payload = json.loads(old.read_text())
+    again = RunRecord.from_json(record.to_json())
+    assert again.to_json() == {**payload, "dims": []}  # only the always-written dims is added
+    table = cr.results_table(record)
+    assert list(table.columns) == ["before@384", "replace@384", "continuous@384"]
+
+
+def test_show_prints_run_tables(sweep, capsys):
+    path = sweep / "SAMD" / "seed0" / "results.json"
+    assert cr.main(["--show", str(path), str(sweep / "SKD" / "seed0" / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert "SAMD: embeddinggemma-300m → minilm-l6" in out and "before@384" in out
+    assert "continuous@384" in out  # the SKD run: its MTEB table

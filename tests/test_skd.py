@@ -436,7 +436,7 @@ def test_evaluate_model_json_is_a_reference_for_collect_results(tmp_path):
     """``skd.py evaluate-model --json`` writes a results payload that the SKD table reads."""
     import importlib.util
 
-    from samd_common.reporting.tables import load_references, skd_summary
+    from samd_common.reporting.tables import load_references, mteb_summary
     from samd_common.skd.steps import write_smoke_data
 
     root = Path(__file__).resolve().parents[1]
@@ -451,7 +451,7 @@ def test_evaluate_model_json_is_a_reference_for_collect_results(tmp_path):
     payload = json.loads(out.read_text())
     assert payload["method"] == "eval" and payload["model"] == "tiny-teacher"
     assert "torch" in payload["env"] and payload["config"]["splits"] == ["test"]
-    table = skd_summary([], load_references(out.parent.parent))
+    table = mteb_summary([], load_references(out.parent.parent))
     assert list(table.label.unique()) == ["teacher (tiny-teacher)"]
     assert table.loc[0, "column"].startswith("Banking77Classification@")
     assert 0.0 <= table.loc[0, "mean"] <= 100.0

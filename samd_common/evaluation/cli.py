@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -20,7 +20,7 @@ from samd_common.config import EvalConfig
 from samd_common.data.tasks import TASKS, load_tasks
 from samd_common.evaluation.suite import evaluate_suite
 from samd_common.models import load_encoder
-from samd_common.reporting.results import format_table, record_results
+from samd_common.reporting.results import RunRecord, format_table, record_results
 
 log = logging.getLogger("samd_common.evaluation.cli")
 
@@ -84,15 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             "eval": asdict(cfg),
             "eval_dir": str(cfg.resolved_eval_dir()),
         }
-        path = record_results(
-            args.output,
-            method="eval",
-            model=args.model,
-            config=config,
-            metrics=result.metrics,
-            timings=result.timings,
-            extra={"dims": result.dims, "data": result.info},
+        record = RunRecord(
+            "eval", args.model, config, result.metrics, dims=result.dims, timings=result.timings
         )
+        path = record_results(replace(record, extra={"data": result.info}), args.output)
         log.info("wrote %s", path)
     return 0
 

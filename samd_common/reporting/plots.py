@@ -1,9 +1,11 @@
-"""Plots built from results JSON dicts (``results.load_results``): Matryoshka curves and ESE grids.
+"""Plots of run records (``results.RunRecord``, or the JSON dict it is read from).
 
 * ``plot_dims(results)`` — main score vs embedding dim, one panel per task family, an in-domain
   (solid) and an OOD (dashed) line per run; one or several runs, so the notebooks and the results
   collector draw the same figure.
 * ``plot_depth_grid(result)`` — layers × dims heat map of an elastic-depth (ESE) run.
+* ``plot_mteb(result)`` — per-task MTEB accuracy of a run scored with that protocol (SKD).
+* ``plot_sweep_dims`` / ``plot_sweep_tasks`` — the figures of a sweep's summary (collect_results).
 
 Functions return the ``matplotlib`` figure and save a PNG when given a path. They never pick a
 backend: notebooks show figures inline, scripts and tests use Agg.
@@ -18,41 +20,46 @@ from typing import Any
 import numpy as np
 
 from samd_common.data.tasks import FAMILIES
+from samd_common.reporting.keys import key_depths, key_dims, metric_key
+from samd_common.reporting.results import RunRecord, mteb_table
 from samd_common.reporting.tables import AVERAGES, DISTILLED, TASK_COLUMNS, TEACHER, at_dim
 
 GROUPS = {"id": ("in-domain", "-", "o"), "ood": ("OOD", "--", "s")}
 
 
-def _dims(payload: dict[str, Any]) -> list[int]:
+Result = RunRecord | dict[str, Any]
+
+
+def _record(result: Result) -> RunRecord:
+    return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
+
+
+def _dims(record: RunRecord) -> list[int]:
     """Evaluated dims of a run (``dims`` field, else parsed from ``avg/all/id@{d}`` keys)."""
-    if payload.get("dims"):
-        return sorted((int(d) for d in payload["dims"]), reverse=True)
-    metrics = payload.get("metrics", {})
-    return sorted(
-        {int(k.rsplit("@", 1)[1]) for k in metrics if k.startswith("avg/all/id@")}, reverse=True
-    )
+    if record.dims:
+        return sorted((int(d) for d in record.dims), reverse=True)
+    return key_dims(record.metrics, head="avg/all/id")
 
 
-def _labels(results: list[dict[str, Any]]) -> list[str]:
+def _labels(results: list[RunRecord]) -> list[str]:
     """One legend label per run: the method, plus model/seed where methods repeat."""
-    methods = [r.get("method", "run") for r in results]
+    methods = [r.method for r in results]
     labels = []
     for r, method in zip(results, methods, strict=True):
         if methods.count(method) == 1:
             labels.append(method)
             continue
-        cfg = r.get("config", {})
-        student = Path(str(cfg.get("student") or r.get("model") or "")).name
-        labels.append(f"{method} ({student}, seed {cfg.get('seed', '?')})")
+        student = Path(str(r.config.get("student") or r.model or "")).name
+        labels.append(f"{method} ({student}, seed {r.config.get('seed', '?')})")
     return labels
 
 
 def _curve(metrics: dict[str, float], family: str, group: str, dims: list[int]) -> list[float]:
-    return [metrics.get(f"avg/{family}/{group}@{d}", np.nan) for d in dims]
+    return [metrics.get(metric_key(f"avg/{family}/{group}", d), np.nan) for d in dims]
 
 
 def plot_dims(
-    results: dict[str, Any] | Sequence[dict[str, Any]],
+    results: Result | Sequence[Result],
     path: str | Path | None = None,
     before: bool = True,
     title: str | None = None,
@@ -60,7 +67,7 @@ def plot_dims(
     """Average main score vs embedding dim, one panel per task family.
 
     Args:
-        results: one results JSON dict or several (``load_results``); each needs ``metrics``
+        results: one run record (or results JSON dict) or several; each needs ``metrics``
             with ``avg/{family}/{id|ood}@{dim}`` keys and, ideally, ``dims`` and ``method``.
         path: save the figure there as PNG (parent folders are created).
         before: also draw the undistilled student (``metrics_before`` of the first run that has
@@ -72,18 +79,19 @@ def plot_dims(
     """
     import matplotlib.pyplot as plt
 
-    runs = [results] if isinstance(results, dict) else list(results)
+    one = isinstance(results, (dict, RunRecord))
+    runs = [_record(r) for r in ([results] if one else results)]
     if not runs:
         raise ValueError("plot_dims needs at least one results dict.")
     fig, axes = plt.subplots(1, len(FAMILIES), figsize=(4.2 * len(FAMILIES), 3.4), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     lines = [
-        (label, run.get("metrics", {}), _dims(run), colors[i % len(colors)])
+        (label, run.metrics, _dims(run), colors[i % len(colors)])
         for i, (label, run) in enumerate(zip(_labels(runs), runs, strict=True))
     ]
-    first_before = next((r for r in runs if r.get("metrics_before")), None)
+    first_before = next((r for r in runs if r.metrics_before), None)
     if before and first_before is not None:
-        lines.insert(0, ("before", first_before["metrics_before"], _dims(first_before), "0.55"))
+        lines.insert(0, ("before", first_before.metrics_before, _dims(first_before), "0.55"))
     all_dims = sorted({d for _, _, dims, _ in lines for d in dims})
     for ax, family in zip(axes[0], FAMILIES, strict=True):
         for label, metrics, dims, color in lines:
@@ -114,38 +122,36 @@ def plot_dims(
 
 
 def depth_grid_matrix(
-    result: dict[str, Any], group: str = "all/id"
+    result: Result, group: str = "all/id"
 ) -> tuple[list[int], list[int], np.ndarray]:
     """Layers × dims matrix of ``avg/{group}@{dim}/L{k}`` from a run's ``depth_grid``.
 
     Returns:
         ``(depths, dims, values)`` with ``values`` (len(depths), len(dims)), NaN where missing.
     """
-    grid = result.get("depth_grid") or {}
+    record = _record(result)
+    grid = record.depth_grid
     if not grid:
         raise ValueError(
             "This result has no depth_grid: only elastic-depth methods (ESE) are evaluated by "
             "depth (run_experiment stores the grid when MethodSpec.elastic_depth is True)."
         )
-    depths = sorted(int(k) for k in result.get("depths") or {k.rsplit("/L", 1)[1] for k in grid})
-    dims = _dims(result) or sorted(
-        {int(k.split("@", 1)[1].split("/", 1)[0]) for k in grid}, reverse=True
-    )
+    depths = sorted(int(k) for k in record.depths) or key_depths(grid)
+    dims = _dims(record) or key_dims(grid, depth=True)
     values = np.array(
-        [[grid.get(f"avg/{group}@{d}/L{k}", np.nan) for d in dims] for k in depths], dtype=float
+        [[grid.get(metric_key(f"avg/{group}", d, k), np.nan) for d in dims] for k in depths],
+        dtype=float,
     )  # (depths, dims)
     return depths, dims, values
 
 
-def plot_depth_grid(
-    result: dict[str, Any], path: str | Path | None = None, title: str | None = None
-):
+def plot_depth_grid(result: Result, path: str | Path | None = None, title: str | None = None):
     """Heat map of the average main score over (number of layers) × (embedding dim).
 
     Two panels, in-domain and OOD averages over all tasks; each cell is annotated.
 
     Args:
-        result: a results JSON dict with ``depth_grid`` (and ``depths``, ``dims``).
+        result: a run record (or results JSON dict) with ``depth_grid``, ``depths``, ``dims``.
         path: save the figure there as PNG.
         title: figure title; default ``"{method}: depth × dim"``.
 
@@ -154,7 +160,8 @@ def plot_depth_grid(
     """
     import matplotlib.pyplot as plt
 
-    panels = [(name, *depth_grid_matrix(result, f"all/{g}")) for g, (name, _, _) in GROUPS.items()]
+    record = _record(result)
+    panels = [(name, *depth_grid_matrix(record, f"all/{g}")) for g, (name, _, _) in GROUPS.items()]
     n_depths, n_dims = panels[0][3].shape
     width, height = 2.2 + 0.7 * n_dims, 1.8 + 0.45 * n_depths  # one panel, inches
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height))
@@ -174,7 +181,25 @@ def plot_depth_grid(
         ax.set_ylabel("layers")
         ax.set_title(f"{name} average")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.suptitle(title or f"{result.get('method', 'run')}: depth × dim", fontsize=10)
+    fig.suptitle(title or f"{record.method}: depth × dim", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_mteb(result: Result, path: str | Path | None = None):
+    """Per-task MTEB accuracy: the undistilled student next to each scored encoder (bars).
+
+    Reads :func:`~samd_common.reporting.results.mteb_table`; ``path`` saves a PNG.
+    """
+    import matplotlib.pyplot as plt
+
+    table = mteb_table(_record(result))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(table), 3.2))
+    table.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("MTEB accuracy")
+    ax.set_xticklabels([t.removesuffix("Classification") for t in table.index], fontsize=7)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -1,28 +1,29 @@
 """Tables of an experiment sweep: results JSONs → long frame → mean ± std per label, task, dim.
 
-Used by ``scripts/collect_results.py``. Rows are of three kinds: the teacher (reference
-evaluations), the undistilled student (the runs' ``metrics_before``) and one label per method or
-ablation (``SAMD+no-sam``), aggregated over seeds.
+Used by ``scripts/collect_results.py``. Each run is a ``{label, seed, record}`` dict whose record
+is a :class:`~samd_common.reporting.results.RunRecord`. Rows are of three kinds: the teacher
+(reference evaluations), the undistilled student (the runs' ``metrics_before``) and one label per
+method or ablation (``SAMD+no-sam``), aggregated over seeds. Runs scored with the MTEB protocol
+(SKD) get their own table (:func:`mteb_summary`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from samd_common.data.tasks import FAMILIES, TASKS
-from samd_common.reporting.results import load_results
+from samd_common.reporting.keys import key_dims, metric_key, parse_keys
+from samd_common.reporting.results import RunRecord, is_suite, load_record
 
 log = logging.getLogger(__name__)
 TEACHER, STUDENT, DISTILLED = "teacher", "student", "distilled"
 KIND_ORDER = {TEACHER: 0, STUDENT: 1, DISTILLED: 2}
 STUDENT_LABEL = "student (undistilled)"
 AVERAGES = ("avg ID", "avg OOD")
-SKD_KEY = re.compile(r"^(?P<flavour>[^/]+)/(?P<name>.+)/accuracy@(?P<dim>\d+)$")
 _TASKS = sorted(TASKS.values(), key=lambda t: (FAMILIES.index(t.family), t.ood))
 TASK_COLUMNS = [(t.name + (" (OOD)" if t.ood else ""), f"{t.name}/{t.main_score}") for t in _TASKS]
 COLUMNS = [
@@ -33,79 +34,71 @@ COLUMNS = [
 KEY_TO_COLUMN = {key: name for name, key in COLUMNS}
 
 
-def is_suite(metrics: dict[str, float]) -> bool:
-    """Whether ``metrics`` holds 9-task suite keys (SKD runs hold MTEB keys instead)."""
-    prefixes = tuple(f"{key}@" for _, key in TASK_COLUMNS)
-    return any(k.startswith(prefixes) for k in metrics)
-
-
 def with_averages(metrics: dict[str, float]) -> dict[str, float]:
     """Copy of ``metrics`` with missing ``avg/{family|all}/{id|ood}@dim`` recomputed from tasks."""
     out = dict(metrics)
-    dims = {int(k.rsplit("@", 1)[1]) for k in metrics if re.search(r"@\d+$", k)}
-    for dim in dims:
+    for dim in key_dims(metrics):
         groups: dict[str, list[float]] = {}
         for t in _TASKS:
-            value = metrics.get(f"{t.name}/{t.main_score}@{dim}")
+            value = metrics.get(metric_key(f"{t.name}/{t.main_score}", dim))
             if value is not None:
                 group = "ood" if t.ood else "id"
                 groups.setdefault(f"{t.family}/{group}", []).append(value)
                 groups.setdefault(f"all/{group}", []).append(value)
         for group, values in groups.items():
-            out.setdefault(f"avg/{group}@{dim}", float(np.mean(values)))
+            out.setdefault(metric_key(f"avg/{group}", dim), float(np.mean(values)))
     return out
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> RunRecord | None:
     try:
-        return load_results(path)
+        return load_record(path)
     except ValueError as err:  # json.JSONDecodeError
         log.warning("skip %s: not valid JSON (%s)", path, err)
         return None
 
 
 def load_runs(results_dir: Path) -> list[dict]:
-    """``{label, seed, payload}`` per ``<label>/seed<k>/results.json`` (``_*`` folders skipped)."""
+    """``{label, seed, record}`` per ``<label>/seed<k>/results.json`` (``_*`` folders skipped)."""
     runs = []
     for path in sorted(results_dir.glob("*/seed*/results.json")):
         label, seed = path.parent.parent.name, path.parent.name.removeprefix("seed")
         if label.startswith("_") or not seed.isdigit():
             continue
-        if (payload := _read(path)) is not None:
-            runs.append({"label": label, "seed": int(seed), "payload": payload})
+        if (record := _read(path)) is not None:
+            runs.append({"label": label, "seed": int(seed), "record": record})
     return runs
 
 
-def load_references(results_dir: Path) -> list[dict]:
+def load_references(results_dir: Path) -> list[RunRecord]:
     """Reference evaluations ``_reference/*.json`` (``"method": "eval"``); other files ignored."""
     refs = [_read(p) for p in sorted((results_dir / "_reference").glob("*.json"))]
-    return [r for r in refs if r and r.get("method") == "eval" and r.get("metrics")]
+    return [r for r in refs if r and r.method == "eval" and r.metrics]
 
 
 def records(metrics: dict[str, float], *, kind: str, label: str, seed: int) -> list[dict]:
     """One row (kind, label, seed, task, dim, value) per main-table value of one evaluation."""
     rows = []
-    for key, value in with_averages(metrics).items():
-        head, _, dim = key.rpartition("@")
-        if head in KEY_TO_COLUMN and dim.isdigit():
-            task = KEY_TO_COLUMN[head]
+    filled = with_averages(metrics)
+    for key, k in parse_keys(filled):
+        if k.head in KEY_TO_COLUMN:
+            task = KEY_TO_COLUMN[k.head]
             rows.append(
-                dict(kind=kind, label=label, seed=seed, task=task, dim=int(dim), value=value)
+                dict(kind=kind, label=label, seed=seed, task=task, dim=k.dim, value=filled[key])
             )
     return rows
 
 
-def collect(runs: list[dict], refs: list[dict]) -> pd.DataFrame:
+def collect(runs: list[dict], refs: list[RunRecord]) -> pd.DataFrame:
     """Long frame of every suite value: teachers, undistilled students, distilled runs."""
     rows = []
     for ref in refs:
-        rows += records(ref["metrics"], kind=TEACHER, label=f"teacher ({ref.get('model')})", seed=0)
+        rows += records(ref.metrics, kind=TEACHER, label=f"teacher ({ref.model})", seed=0)
     for run in runs:
-        payload, seed = run["payload"], run["seed"]
-        if is_suite(payload.get("metrics") or {}):
-            rows += records(payload["metrics"], kind=DISTILLED, label=run["label"], seed=seed)
-            before = payload.get("metrics_before") or {}
-            rows += records(before, kind=STUDENT, label=STUDENT_LABEL, seed=seed)
+        record, seed = run["record"], run["seed"]
+        if is_suite(record.metrics):
+            rows += records(record.metrics, kind=DISTILLED, label=run["label"], seed=seed)
+            rows += records(record.metrics_before, kind=STUDENT, label=STUDENT_LABEL, seed=seed)
     return pd.DataFrame(rows, columns=["kind", "label", "seed", "task", "dim", "value"])
 
 
@@ -195,34 +188,34 @@ def matryoshka_table(summary: pd.DataFrame) -> pd.DataFrame:
     return frame[["label", "group", *dims, "d/2 %", "d/4 %", "d/8 %"]]
 
 
-def _skd_values(metrics: dict[str, float]):
+def _mteb_values(metrics: dict[str, float]):
     """``(flavour, column, value)`` of each main-split MTEB accuracy key ``flavour/task/…@dim``."""
-    for key, value in metrics.items():
-        m = SKD_KEY.match(key)
-        if m and not m["name"].endswith("/validation"):
-            yield m["flavour"], f"{m['name']}@{m['dim']}", value
+    for key, k in parse_keys(metrics):
+        flavour, _, name = k.name.partition("/")
+        if k.metric == "accuracy" and name and not name.endswith("/validation"):
+            yield flavour, f"{name}@{k.dim}", metrics[key]
 
 
-def skd_summary(runs: list[dict], refs: list[dict] = ()) -> pd.DataFrame:
-    """SKD runs (MTEB accuracy keys): mean/std/n per ``<label>/<flavour>`` × ``<task>@<dim>``.
+def mteb_summary(runs: list[dict], refs: list[RunRecord] = ()) -> pd.DataFrame:
+    """MTEB-protocol runs (SKD): mean/std/n per ``<label>/<flavour>`` × ``<task>@<dim>``.
 
     ``refs`` (reference evaluations, :func:`load_references`) with MTEB keys
-    (``"{task}/accuracy@{dim}"``, e.g. ``scripts/skd.py evaluate-model --json``) come first, as
-    ``teacher (<model>)`` rows.
+    (``"{task}/accuracy@{dim}"``, e.g. ``scripts/evaluate.py --protocol mteb --output``) come
+    first, as ``teacher (<model>)`` rows.
     """
     rows = []
     for ref in refs:
-        if not is_suite(ref["metrics"]):  # un-prefixed MTEB keys: give them a flavour
-            prefixed = {f"teacher/{k}": v for k, v in ref["metrics"].items()}
-            label = f"teacher ({ref.get('model')})"
-            for _, column, value in _skd_values(prefixed):
+        if not is_suite(ref.metrics):  # un-prefixed MTEB keys: give them a flavour
+            prefixed = {f"teacher/{k}": v for k, v in ref.metrics.items()}
+            label = f"teacher ({ref.model})"
+            for _, column, value in _mteb_values(prefixed):
                 rows.append(dict(label=label, column=column, seed=0, value=value))
     for run in runs:
-        payload = run["payload"]
-        if is_suite(payload.get("metrics") or {}):
+        record = run["record"]
+        if is_suite(record.metrics):
             continue
-        for metrics in (payload.get("metrics") or {}, payload.get("metrics_before") or {}):
-            for flavour, column, value in _skd_values(metrics):
+        for metrics in (record.metrics, record.metrics_before):
+            for flavour, column, value in _mteb_values(metrics):
                 if flavour != "avg":  # avg/all/id@… is the suite-wide headline key
                     label = f"{run['label']}/{flavour}"
                     rows.append(dict(label=label, column=column, seed=run["seed"], value=value))
@@ -249,7 +242,7 @@ def cost_table(runs: list[dict]) -> pd.DataFrame:
     """
     rows = []
     for run in runs:
-        timings = run["payload"].get("timings") or {}
+        timings = run["record"].timings
         if "train_s" in timings:
             rows.append(
                 {"label": run["label"], **{c: timings.get(k) for k, c in COST_COLUMNS.items()}}

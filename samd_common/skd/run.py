@@ -33,7 +33,7 @@ import pandas as pd
 from samd_common.evaluation.mteb import MTEBResult, evaluate_mteb
 from samd_common.models import load_encoder
 from samd_common.models.tiny import resolve_model
-from samd_common.reporting.results import record_results
+from samd_common.reporting.results import RunRecord, record_results
 from samd_common.skd.config import (
     EVAL_MODES,
     SKD_PRESETS,
@@ -161,20 +161,22 @@ def run_skd(cfg: SKDConfig) -> SKDResult:
     metrics = _summarize(per_mode, cfg.eval_modes[0])
     timings["total_s"] = time.perf_counter() - t0
     path = record_results(
+        RunRecord(
+            "SKD",
+            cfg.student,
+            cfg.to_dict(),
+            metrics,
+            metrics_before,
+            teacher=cfg.teacher,
+            timings=timings,
+            train={"steps": len(histories), "last": histories[-1:]},
+            extra={
+                "flavour": "SKD" if cfg.mode == "all" else "SKD-sep",
+                "dictionaries": dict_info,
+                "train_texts": {k: len(v) for k, v in texts.items()},
+            },
+        ),
         run_dir / "results.json",
-        method="SKD",
-        model=cfg.student,
-        config=cfg.to_dict(),
-        metrics=metrics,
-        timings=timings,
-        extra={
-            "flavour": "SKD" if cfg.mode == "all" else "SKD-sep",
-            "metrics_before": metrics_before,
-            "teacher": cfg.teacher,
-            "dictionaries": dict_info,
-            "train_texts": {k: len(v) for k, v in texts.items()},
-            "train": {"steps": len(histories), "last": histories[-1:]},
-        },
     )
     log.info("results: %s", path)
     return SKDResult(cfg, metrics, metrics_before, path, students, histories, timings)
