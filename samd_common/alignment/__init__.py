@@ -6,7 +6,7 @@ Two families of maps between a student tokenization (``T_s`` tokens) and a teach
 * **span maps** from fast-tokenizer character offsets (:mod:`~samd_common.alignment.spans`):
   :func:`token_spans` → :func:`batch_overlap` (``O[j, i]`` = characters shared by student token j
   and teacher token i) → :func:`row_normalize`, :func:`coverage`, :func:`batch_span_groups`
-  (connected components of the overlap graph), or all at once with :func:`align_batch`;
+  (connected components of the overlap graph); :func:`align_batch` gives overlap and groups;
 * the **MinED map** (FuseLLM) and the other string maps from token strings only
   (:mod:`~samd_common.alignment.strings`): :func:`min_edit_distance_alignment`, built on
   :func:`normalize_token`, :func:`normalized_edit_distance_matrix` and :func:`dtw_path`

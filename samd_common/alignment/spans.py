@@ -4,8 +4,9 @@
 :func:`batch_overlap` turns student (``T_s``) and teacher (``T_t``) spans into overlap counts
 (``O[j, i]`` = characters shared by student token j and teacher token i), from which
 :func:`row_normalize`, :func:`coverage` and :func:`batch_span_groups` (connected components of the
-overlap graph) derive the alignment; :func:`align_batch` does all of it at once (DESIGN.md §6,
-"Alignment primitives"). Plain numpy arrays in and out: no ``torch``, no model code.
+overlap graph) derive the alignment; :func:`align_batch` gives the overlap and the groups at once
+(DESIGN.md §6, "Alignment primitives"). Plain numpy arrays in and out: no ``torch``, no model
+code.
 """
 
 from __future__ import annotations
@@ -246,9 +247,8 @@ def align_batch(s: SpanBatch, t: SpanBatch) -> dict[str, np.ndarray]:
 
     Returns:
         ``overlap`` (B, T_s, T_t) float32 character counts (:func:`row_normalize` gives ``A``),
-        ``s_group`` (B, T_s) and ``t_group`` (B, T_t) int64 (−1 = none), ``conf`` (B,) float32.
+        ``s_group`` (B, T_s) and ``t_group`` (B, T_t) int64 (−1 = none).
     """
     o = batch_overlap(s, t)
     s_gid, t_gid = batch_span_groups(o, s.real, t.real)
-    conf = coverage(o, s.real, t.real)[2]
-    return {"overlap": o.astype(np.float32), "s_group": s_gid, "t_group": t_gid, "conf": conf}
+    return {"overlap": o.astype(np.float32), "s_group": s_gid, "t_group": t_gid}

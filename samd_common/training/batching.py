@@ -9,7 +9,7 @@ Batch keys (tensors): ``input_ids``, ``attention_mask`` (B, T_s); ``s_real`` (B,
 with a teacher also ``t_input_ids``, ``t_mask``, ``t_real`` (B, T_t); ``t_hidden`` (B, T_t, D_t);
 ``t_embed`` (B, T_t, D_e) teacher input embeddings; ``t_attn`` (B, L, T_t, T_t);
 ``t_pooled`` (B, D_t); ``overlap`` (B, T_s, T_t) character counts;
-``s_group`` (B, T_s), ``t_group`` (B, T_t) span-group ids (−1 = none); ``conf`` (B,).
+``s_group`` (B, T_s), ``t_group`` (B, T_t) span-group ids (−1 = none).
 With ``maps`` (string maps over the tokens' surface strings, computed once per text and kept):
 ``mined_pairs`` / ``mined_reciprocal_pairs`` (B, P, 2) long ``(student, teacher)`` positions,
 −1 rows = padding; ``ned`` (B, T_s, T_t) normalised edit distances with ``s_lexical`` (B, T_s)
@@ -146,7 +146,6 @@ class DistillDataset(Dataset):
                 overlap=aligned["overlap"],
                 s_group=aligned["s_group"],
                 t_group=aligned["t_group"],
-                conf=aligned["conf"],
             )
         for name in ("mined", "mined_reciprocal"):
             if f"map_{name}" in items[0]:
