@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from samd_common.models.table import MODELS
 from samd_common.provision import install as prov
 from samd_common.provision import recipes
 
@@ -18,22 +19,16 @@ FAKE = recipes.OfflineModel("fake-model", "a fake for tests", "org/fake-model", 
 
 
 # ---------------------------------------------------------------- registry
-def test_registry_entries():
-    assert set(recipes.OFFLINE_MODELS) == {
-        "minilm-l6",
-        "e5-small",
-        "embeddinggemma-300m",
-        "mpnet-base",
-    }
-    assert recipes.OFFLINE_MODELS["minilm-l6"].hf_id == "sentence-transformers/all-MiniLM-L6-v2"
-    assert recipes.OFFLINE_MODELS["e5-small"].hf_id == "intfloat/multilingual-e5-small"
-    assert recipes.OFFLINE_MODELS["embeddinggemma-300m"].hf_id == "google/embeddinggemma-300m"
-    assert recipes.OFFLINE_MODELS["mpnet-base"].hf_id == "sentence-transformers/all-mpnet-base-v2"
-    assert "Gemma" in recipes.OFFLINE_MODELS["embeddinggemma-300m"].license
+def test_registry_is_consistent_with_builders_and_the_model_table():
     assert set(recipes.BUILDERS) == set(recipes.OFFLINE_MODELS)
+    assert set(recipes.CHECKS) <= set(recipes.OFFLINE_MODELS)
     assert set(recipes.DEFAULT_MODELS) <= set(recipes.OFFLINE_MODELS)
+    hf_ids = [m.hf_id for m in recipes.OFFLINE_MODELS.values()]
+    assert len(set(hf_ids)) == len(hf_ids)
     for name, model in recipes.OFFLINE_MODELS.items():
-        assert model.name == name
+        assert model.name == name and recipes.get_model(name) is model
+        # a provisioned folder stands in for the same Hub model the table would load online
+        assert MODELS[name].hf_id == model.hf_id
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.name = "other"  # type: ignore[misc]
 
