@@ -10,7 +10,13 @@ from torch import nn
 from samd_common.data.demo import synthetic_sentences
 from samd_common.models import load_encoder
 from samd_common.training.batching import DistillDataset
-from samd_common.training.loop import TrainConfig, get_lr, latest_checkpoint, train
+from samd_common.training.loop import (
+    TrainConfig,
+    get_lr,
+    latest_checkpoint,
+    param_groups,
+    train,
+)
 
 
 class DropoutContrastive(nn.Module):
@@ -63,8 +69,33 @@ def test_training_updates_student_and_head(tiny_dirs):
         collate_fn=ds.collate,
     )
     assert len(hist.steps) == 6 and all(math.isfinite(s["loss"]) for s in hist.steps)
-    head_before = before[-method.head.weight.numel() - 8 :]
-    assert not torch.equal(head_before, _params(method)[-len(head_before) :])
+    n_head = method.head.weight.numel() + method.head.bias.numel()  # the head's params come last
+    after = _params(method)
+    assert not torch.equal(before[-n_head:], after[-n_head:])
+    assert not torch.equal(before[:-n_head], after[:-n_head])  # the student moved too
+
+
+def test_accumulated_steps_follow_the_schedule_with_each_group_at_its_rate(tiny_dirs):
+    method, ds = _setup(tiny_dirs)
+    cfg = TrainConfig(
+        epochs=2, batch_size=4, grad_accum=3, lr=1e-3, proj_lr=1e-2, show_progress=False
+    )
+    hist = train(method, ds, cfg, collate_fn=ds.collate)
+    total = 48 // (4 * 3) * 2  # 4 optimizer steps per epoch
+    assert [s["step"] for s in hist.steps] == list(range(total)) and method.calls == 3 * total
+    assert [s["lr"] for s in hist.steps] == pytest.approx(
+        [1e-3 * get_lr(k, total, cfg) for k in range(total)]
+    )
+    assert len(hist.step_times) == total and hist.epochs_done == 2
+    groups = param_groups(method, cfg)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in method.head.parameters()}
+
+
+def test_too_few_texts_for_one_step_is_an_error(tiny_dirs):
+    method, ds = _setup(tiny_dirs, n=10)
+    with pytest.raises(ValueError, match="make no optimizer step"):
+        train(method, ds, TrainConfig(batch_size=4, grad_accum=3, show_progress=False))
 
 
 def test_resume_gives_identical_weights(tiny_dirs, tmp_path):
