@@ -64,7 +64,8 @@ def test_cluster_token_count_rules():
     rng = np.random.default_rng(0)
     few = rng.normal(size=(4, 8))
     out, n_mcl = cluster_token(few)  # < 5 states: not clustered, states are the senses
-    np.testing.assert_allclose(out, few.astype(np.float32)) and n_mcl == 0
+    np.testing.assert_allclose(out, few.astype(np.float32))
+    assert n_mcl == 0
     five = rng.normal(size=(5, 8))
     out, n_mcl = cluster_token(five)  # ≤ k = 5 states: kept as senses
     assert len(out) == 5 and n_mcl >= 1
@@ -111,8 +112,14 @@ def test_cluster_senses_parallel_equals_serial_and_resumes(tmp_path, monkeypatch
         not senses.is_complete(out) and len(list(Path(f"{out}.partial").glob("shard-*.npz"))) == 2
     )
     calls.clear()
-    monkeypatch.setattr(clustering, "_cluster_shard", real)
+
+    def counted(shard, items, kwargs):
+        calls.append(shard)
+        return real(shard, items, kwargs)
+
+    monkeypatch.setattr(clustering, "_cluster_shard", counted)
     resumed = cluster_senses(table, "kmeans", shard_size=3, out_dir=out, show_progress=False)
+    assert sorted(calls) == [2, 3]  # only the two unfinished of the four shards are recomputed
     np.testing.assert_allclose(resumed.vectors, serial.vectors)
     assert senses.is_complete(out) and not Path(f"{out}.partial").exists()
     np.testing.assert_allclose(SenseTable.load(out).vectors, serial.vectors)
