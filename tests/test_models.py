@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from transformers import AutoModel
 
 from samd_common.models import (
     ModelSpec,
-    _load_dense_head,
     load_encoder,
     pick_dtype,
     resolve_model,
+    save_encoder,
     spec_from_directory,
 )
+from samd_common.models.io import _load_dense_head
 from samd_common.models.pooling import cls_pool, embed_token_pool, last_token_pool, mean_pool, pool
 
 
@@ -101,10 +103,6 @@ def test_dense_head_is_read_from_sentence_transformers_layout(tmp_path):
 
 
 def test_saved_student_loads_in_transformers_and_sentence_transformers(tiny_dirs, tmp_path):
-    from transformers import AutoModel
-
-    from samd_common.models import save_encoder
-
     enc = load_encoder(str(tiny_dirs["student"]), device="cpu")
     texts = ["A man is playing a guitar.", "東京 café"]
     path = save_encoder(enc, tmp_path / "student")

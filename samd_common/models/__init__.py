@@ -11,7 +11,6 @@ writes it back (:mod:`~samd_common.models.io`).
 from __future__ import annotations
 
 from samd_common.models.encoder import DEPTH_TRUNCATABLE, SentenceEncoder, transformer_layers
-from samd_common.models.io import _load_dense_head as _load_dense_head  # private; tests use it
 from samd_common.models.io import load_encoder, save_encoder
 from samd_common.models.table import (
     MODELS,
