@@ -70,7 +70,7 @@ def test_folder_layout(e5_dir: Path, tokenizer) -> None:
         tokenizer.mask_token_id,
     ) == (0, 1, 2, 3, 250001)
     meta = json.loads((e5_dir / "samd_model.json").read_text())
-    assert meta.get("prompt", "query: ") == "query: "
+    assert (meta["pooling"], meta["prompt"], meta["normalize"]) == ("mean", "query: ", True)
 
 
 def test_matches_engine(e5_dir: Path) -> None:
