@@ -1,20 +1,21 @@
 """The methods registry: one entry per method, keyed by its notebook's name.
 
-``METHODS[name]`` says how to build the method's loss module (which owns the student and any
-trainable projections), its default hyper-parameters, family, paper and citation. The training
-loop, the notebooks and the benchmark only ever go through ``get_method``.
+``METHODS[name]`` is data: the method's objective class (which owns the student and any
+trainable projections), its parameters class, which teacher widths the objective takes, its
+default hyper-parameters, family, paper and citation. One function, :func:`build`, turns an
+entry into a loss module. The training loop, the notebooks and the benchmark only ever go
+through ``get_method``.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
-
 from samd_common.losses import cdm, dskd, emo, ese, mined, mrl, samd
+from samd_common.losses.base import Objective
+from samd_common.losses.params import Params
 from samd_common.models import SentenceEncoder
 from samd_common.skd import loss as skd
 
@@ -43,11 +44,14 @@ class TeacherInfo:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registry entry."""
+    """A registry entry: what to build, with which teacher widths, and how to cite it."""
 
     name: str  # registry key = notebook file name (CTKD/<name>.ipynb or MRL/<name>.ipynb)
     family: str  # "ctkd" (cross-tokenizer KD) or "mrl" (Matryoshka family)
-    build: Callable[[SentenceEncoder, TeacherInfo | None, dict[str, Any]], nn.Module]
+    objective: type[Objective]  # the loss module class; owns the student and its projections
+    params_class: type[Params]  # its hyper-parameters; ``from_dict`` validates the notebook's
+    # objective keyword → TeacherInfo field it is given, e.g. {"teacher_hidden_dim": "hidden_dim"}
+    teacher_widths: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)  # paper hyper-parameters
     needs_teacher: bool = True  # False for teacher-free methods (MRL, ESE)
     paper: str = ""  # paper title
@@ -58,76 +62,45 @@ class MethodSpec:
     train_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig values (proj_lr)
     ours: bool = False  # the project's own method (SAMD, SAMD-MRL); the rest are baselines
 
+    def build(
+        self, student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
+    ) -> Objective:
+        """``build(self, student, teacher, params)``: this method's loss module."""
+        return build(self, student, teacher, params)
 
-def _build_samd(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    if teacher is None:
-        raise ValueError("SAMD needs a teacher (TeacherInfo); got None.")
-    return samd.SAMDLoss(
-        student,
-        teacher_dim=teacher.dim,
-        teacher_layers=teacher.layers,
-        params=samd.SAMDParams.from_dict(params),
-        teacher_hidden_dim=teacher.hidden_dim,
+
+def build(
+    spec: MethodSpec,
+    student: SentenceEncoder,
+    teacher: TeacherInfo | None,
+    params: dict[str, Any],
+) -> Objective:
+    """Build a method's loss module around ``student``.
+
+    Args:
+        spec: the registry entry.
+        student: the encoder to train (the module owns it).
+        teacher: widths of the cached teacher; None only for teacher-free methods.
+        params: the method's parameters (``spec.defaults`` merged with the notebook's).
+
+    Returns:
+        ``spec.objective(student, **teacher widths, params=spec.params_class.from_dict(params))``.
+
+    Raises:
+        ValueError: no teacher for a method that needs one, or invalid parameters.
+    """
+    if spec.needs_teacher and teacher is None:
+        raise ValueError(f"{spec.name} needs a teacher (TeacherInfo); got None.")
+    widths = (
+        {arg: getattr(teacher, f) for arg, f in spec.teacher_widths.items()}
+        if teacher is not None
+        else {}
     )
+    return spec.objective(student, params=spec.params_class.from_dict(params), **widths)
 
 
-def _build_mrl(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    return mrl.MRLLoss(student, mrl.MRLParams.from_dict(params))
-
-
-def _build_ese(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    return ese.ESELoss(student, ese.ESEParams.from_dict(params))
-
-
-def _build_samd_mrl(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    if teacher is None:
-        raise ValueError("SAMD-MRL needs a teacher (TeacherInfo); got None.")
-    return mrl.SAMDMRLLoss(
-        student,
-        teacher_dim=teacher.dim,
-        teacher_layers=teacher.layers,
-        params=mrl.SAMDMRLParams.from_dict(params),
-        teacher_hidden_dim=teacher.hidden_dim,
-    )
-
-
-def _build_skd(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    return skd.build_skd(student, teacher, params)  # params["dictionary"]: the sense folder
-
-
-def _build_mined(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    if teacher is None:
-        raise ValueError("MinED needs a teacher (TeacherInfo); got None.")
-    return mined.MinEDLoss(student, teacher.hidden_dim, mined.MinEDParams.from_dict(params))
-
-
-def _build_cdm(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    if teacher is None:
-        raise ValueError("CDM needs a teacher (TeacherInfo); got None.")
-    return cdm.CDMLoss(student, teacher.hidden_dim, cdm.CDMParams.from_dict(params))
-
-
-def _build_emo(
-    student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
-) -> nn.Module:
-    if teacher is None:
-        raise ValueError("EMO needs a teacher (TeacherInfo); got None.")
-    return emo.EMOLoss(student, teacher.hidden_dim, emo.EMOParams.from_dict(params))
-
+SAMD_WIDTHS = {"teacher_dim": "dim", "teacher_layers": "layers", "teacher_hidden_dim": "hidden_dim"}
+TOKEN_WIDTHS = {"teacher_hidden_dim": "hidden_dim"}
 
 METHODS: dict[str, MethodSpec] = {
     m.name: m
@@ -135,7 +108,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "SAMD",
             "ctkd",
-            _build_samd,
+            samd.SAMDLoss,
+            samd.SAMDParams,
+            teacher_widths=SAMD_WIDTHS,
             defaults={},
             paper="Span-Aware Matryoshka Distillation",
             summary=(
@@ -150,7 +125,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "MRL",
             "mrl",
-            _build_mrl,
+            mrl.MRLLoss,
+            mrl.MRLParams,
             defaults={"min_dim": 16},
             needs_teacher=False,
             paper="Matryoshka Representation Learning",
@@ -165,7 +141,8 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "ESE",
             "mrl",
-            _build_ese,
+            ese.ESELoss,
+            ese.ESEParams,
             defaults={"prefix_dim": None, "sample_layer": True},
             needs_teacher=False,
             paper="ESE: Espresso Sentence Embeddings",
@@ -182,7 +159,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "SAMD-MRL",
             "mrl",
-            _build_samd_mrl,
+            mrl.SAMDMRLLoss,
+            mrl.SAMDMRLParams,
+            teacher_widths=SAMD_WIDTHS,
             defaults={"mrl_min_dim": 16},
             paper="Span-Aware Matryoshka Distillation with a Matryoshka task loss",
             summary=(
@@ -196,7 +175,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "SKD",
             "ctkd",
-            _build_skd,
+            skd.SKDLoss,  # params["dictionary"]: the sense folder (skd.stages passes it)
+            skd.SKDParams,
+            teacher_widths=TOKEN_WIDTHS,
             defaults={"mode": "all", "projection": "auto", "w_kd": 1.0, "w_task": 0.0},
             paper="Multi-Sense Embeddings for Language Models and Knowledge Distillation",
             summary=(
@@ -212,7 +193,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "DSKD",
             "ctkd",
-            dskd.build_dskd,
+            dskd.DSKDLoss,
+            dskd.DSKDParams,
+            teacher_widths={"teacher_hidden_dim": "hidden_dim", "teacher_embed_dim": "embed_dim"},
             defaults={"distance": "cosine", "w_orth": 1.0, "specials": False},
             paper="Dual-Space Knowledge Distillation for Large Language Models",
             summary=(
@@ -230,7 +213,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "MinED",
             "ctkd",
-            _build_mined,
+            mined.MinEDLoss,
+            mined.MinEDParams,
+            teacher_widths=TOKEN_WIDTHS,
             defaults={"distance": "mse"},
             paper="Knowledge Fusion of Large Language Models",
             summary=(
@@ -246,7 +231,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "CDM",
             "ctkd",
-            _build_cdm,
+            cdm.CDMLoss,
+            cdm.CDMParams,
+            teacher_widths=TOKEN_WIDTHS,
             defaults={"distance": "mse", "contextual": True},
             paper=(
                 "Enhancing Cross-Tokenizer Knowledge Distillation with Contextual Dynamical Mapping"
@@ -265,7 +252,9 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "EMO",
             "ctkd",
-            _build_emo,
+            emo.EMOLoss,
+            emo.EMOParams,
+            teacher_widths=TOKEN_WIDTHS,
             defaults={"w_cka": 0.1, "ot_reg": 0.1, "ot_iters": 100},
             paper=(
                 "EMO: Embedding Model Distillation via Intra-Model Relation and Optimal Transport "

@@ -23,7 +23,7 @@ from torch import nn
 
 from samd_common.data.demo import synthetic_sentences
 from samd_common.distributed import dist_info, masked_mean_across_ranks
-from samd_common.losses.common import info_nce, matryoshka_info_nce
+from samd_common.losses.contrastive import info_nce, matryoshka_info_nce
 from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.models import load_encoder
 from samd_common.training.batching import DistillDataset

@@ -24,6 +24,7 @@ from samd_common.losses import (
     span_group_hidden_loss,
 )
 from samd_common.models import load_encoder
+from samd_common.training.loop import TrainConfig, param_groups
 
 TEXTS = ["A man is playing a guitar.", "The dog likes the movie", "Two kids lost my wallet!", "Hi"]
 D_T, T_T = 48, 9
@@ -360,8 +361,9 @@ def test_schedule_values(student, progress):
 
 def test_one_step_trains_projection_and_student(student):
     loss_fn = SAMDLoss(student, D_T, params=SAMDParams())
-    groups = loss_fn.trainable_groups(1e-3)
-    assert [g["name"] for g in groups] == ["student", "projection"]
+    groups = param_groups(loss_fn, TrainConfig(lr=1e-3, proj_lr=1e-3))
+    assert [len(g["params"]) for g in groups] == [len(list(student.parameters())), 2]
+    assert {id(q) for q in groups[1]["params"]} == {id(q) for q in loss_fn.proj.parameters()}
     n_params = sum(len(g["params"]) for g in groups)
     assert n_params == len(list(loss_fn.parameters()))  # every parameter is in the optimizer
     opt = torch.optim.AdamW(groups)
@@ -439,7 +441,8 @@ def test_bf16_autocast_span_hidden_and_multi_layer(student):
     loss_fn = SAMDLoss(student, D_T, teacher_layers=3, params=params)
     assert loss_fn.layer_pairs == [(0, 1), (1, 2)]  # uniform map, last ↔ last
     assert loss_fn.proj_tokens is not None
-    assert any(loss_fn.proj_tokens.weight is q for q in loss_fn.trainable_groups(1.0)[1]["params"])
+    projections = param_groups(loss_fn, TrainConfig())[1]["params"]
+    assert any(loss_fn.proj_tokens.weight is q for q in projections)
     batch = make_batch(student, n_layers=3)
     batch = {k: v.half() if v.is_floating_point() else v for k, v in batch.items()}  # fp16 cache
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -1,8 +1,19 @@
-"""Loss functions: shared building blocks (``common``) and one module per method family."""
+"""Stage 6 — losses: shared building blocks, one objective base, one module per method.
+
+* building blocks (pure functions on tensors): :mod:`~samd_common.losses.contrastive`
+  (InfoNCE, Matryoshka InfoNCE), :mod:`~samd_common.losses.matryoshka` (dims, weights, prefix
+  distillation), :mod:`~samd_common.losses.similarity` (linear CKA, overlap weights, group
+  sums), :mod:`~samd_common.losses.schedules` (ramps);
+* :mod:`~samd_common.losses.base` — ``Objective``, the training step every method shares, and
+  :mod:`~samd_common.losses.params` — ``Params``/``DistillParams``, the hyper-parameter bases;
+* one module per method: ``simcse``, ``mrl`` (MRL, SAMD-MRL), ``samd``, ``ese``, ``mined``,
+  ``cdm``, ``emo``, ``dskd`` (+ ``dskd_functional``); SKD's loss is in ``samd_common.skd.loss``.
+"""
 
 from __future__ import annotations
 
 from samd_common.config import halving_dims
+from samd_common.losses.base import Objective, host_logs, require_eager_attention
 from samd_common.losses.cdm import (
     CDMLoss,
     CDMParams,
@@ -10,18 +21,7 @@ from samd_common.losses.cdm import (
     contextual_dtw_groups,
     merged_step_loss,
 )
-from samd_common.losses.common import (
-    MRD_DIMS,
-    coverage_confidence,
-    info_nce,
-    inverse_sqrt_weights,
-    linear_cka,
-    linear_ramp,
-    matryoshka_distillation_loss,
-    matryoshka_info_nce,
-    mrd_dims,
-    row_normalize,
-)
+from samd_common.losses.contrastive import info_nce, matryoshka_info_nce
 from samd_common.losses.dskd import DSKDLoss, DSKDParams
 from samd_common.losses.dskd_functional import (
     cross_model_attention,
@@ -49,42 +49,43 @@ from samd_common.losses.ese import (
     sample_layer,
     similarity_kl,
 )
+from samd_common.losses.matryoshka import (
+    MRD_DIMS,
+    check_matryoshka_dims,
+    inverse_sqrt_weights,
+    matryoshka_distillation_loss,
+    mrd_dims,
+)
 from samd_common.losses.mined import MinEDLoss, MinEDParams, mined_hidden_loss, token_distance
 from samd_common.losses.mrl import MRLLoss, MRLParams, SAMDMRLLoss, SAMDMRLParams, mrl_loss
+from samd_common.losses.params import DistillParams, Params
 from samd_common.losses.samd import (
     SAMDLoss,
     SAMDParams,
     span_attention_cka_loss,
     span_group_hidden_loss,
 )
-from samd_common.losses.simcse import SimCSELoss
+from samd_common.losses.schedules import linear_ramp
+from samd_common.losses.simcse import SimCSELoss, SimCSEParams
+from samd_common.losses.similarity import (
+    coverage_confidence,
+    grouped_sums,
+    linear_cka,
+    row_normalize,
+)
 
 __all__ = [
-    "DSKDLoss",
-    "DSKDParams",
-    "cross_model_attention",
-    "dual_space_losses",
-    "orthogonality_penalty",
-    "token_representation_loss",
-    "ESELoss",
-    "ESEParams",
-    "MRLLoss",
-    "MRLParams",
-    "SAMDMRLLoss",
-    "SAMDMRLParams",
-    "compression_loss",
-    "espresso_layer_loss",
-    "espresso_loss",
-    "layer_weight",
-    "mrl_loss",
-    "pca_target",
-    "sample_layer",
-    "similarity_kl",
-    "SimCSELoss",
+    # bases
+    "DistillParams",
+    "Objective",
+    "Params",
+    "host_logs",
+    "require_eager_attention",
+    # building blocks
     "MRD_DIMS",
-    "SAMDLoss",
-    "SAMDParams",
+    "check_matryoshka_dims",
     "coverage_confidence",
+    "grouped_sums",
     "halving_dims",
     "info_nce",
     "inverse_sqrt_weights",
@@ -94,8 +95,32 @@ __all__ = [
     "matryoshka_info_nce",
     "mrd_dims",
     "row_normalize",
+    # SimCSE, MRL, SAMD, SAMD-MRL, ESE
+    "SimCSELoss",
+    "SimCSEParams",
+    "MRLLoss",
+    "MRLParams",
+    "mrl_loss",
+    "SAMDLoss",
+    "SAMDParams",
     "span_attention_cka_loss",
     "span_group_hidden_loss",
+    "SAMDMRLLoss",
+    "SAMDMRLParams",
+    "ESELoss",
+    "ESEParams",
+    "compression_loss",
+    "espresso_layer_loss",
+    "espresso_loss",
+    "layer_weight",
+    "pca_target",
+    "sample_layer",
+    "similarity_kl",
+    # token-level baselines
+    "MinEDLoss",
+    "MinEDParams",
+    "mined_hidden_loss",
+    "token_distance",
     "CDMLoss",
     "CDMParams",
     "attention_entropy_weights",
@@ -108,8 +133,10 @@ __all__ = [
     "mapped_attention_cka_loss",
     "ot_cost_matrix",
     "sinkhorn_plans",
-    "MinEDLoss",
-    "MinEDParams",
-    "mined_hidden_loss",
-    "token_distance",
+    "DSKDLoss",
+    "DSKDParams",
+    "cross_model_attention",
+    "dual_space_losses",
+    "orthogonality_penalty",
+    "token_representation_loss",
 ]

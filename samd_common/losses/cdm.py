@@ -32,14 +32,10 @@ from torch import nn
 
 from samd_common.alignment import batch_dtw_groups
 from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.common import grouped_sums, params_from_dict
-from samd_common.losses.mined import (
-    DISTANCES,
-    TokenDistillLoss,
-    TokenDistillParams,
-    require_eager_attention,
-    token_distance,
-)
+from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
+from samd_common.losses.mined import DISTANCES, token_distance
+from samd_common.losses.params import DistillParams
+from samd_common.losses.similarity import grouped_sums
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{chen-etal-2025-enhancing-cross,
@@ -156,31 +152,49 @@ def merged_step_loss(
 
 
 @dataclass
-class CDMParams(TokenDistillParams):
-    """CDM hyper-parameters."""
+class CDMParams(DistillParams):
+    """CDM hyper-parameters (``w_task``, ``w_kd``, ``temperature`` from ``DistillParams``)."""
 
+    method = "CDM"
     distance: str = "mse"  # "mse" as MinED (the two then differ only in the map) or "cosine"
     contextual: bool = True  # weight the DTW cost by attention entropy (False: plain ned DTW)
 
-    def __post_init__(self) -> None:
-        self._check({f"distance in {DISTANCES}": self.distance in DISTANCES})
-
-    @classmethod
-    def from_dict(cls, d: dict) -> CDMParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "CDM")
+    def rules(self) -> dict[str, bool]:
+        """The shared weight rules and a known distance."""
+        return {**super().rules(), f"distance in {DISTANCES}": self.distance in DISTANCES}
 
 
-class CDMLoss(TokenDistillLoss):
+class CDMLoss(Objective):
     """CDM objective around a student; owns the trainable projection ``P: D_s → D_t``.
 
-    With ``contextual=True`` (default) the student must return attention maps (eager attention).
+    ``L = w_task·InfoNCE(s1, s2) + w_kd·mean_steps d(mean_g P·H_s, mean_g H_t)`` over the merged
+    steps of the contextual DTW path. With ``contextual=True`` (default) the student must return
+    attention maps (eager attention).
+
+    Args:
+        student: the encoder being trained.
+        teacher_hidden_dim: D_t, width of the cached teacher token states ``t_hidden``.
+        params: ``CDMParams``; default contextual weights, MSE.
+
+    The batch (``DistillDataset(..., maps=("ned",)).collate``) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s), ``t_hidden`` (B, T_t, D_t), ``t_mask`` (B, T_t), ``t_attn``
+    (B, L, T_t, T_t), ``ned`` (B, T_s, T_t), ``s_lexical`` (B, T_s) and ``t_lexical`` (B, T_t).
+    Logs: ``loss``, ``task``, ``kd`` and ``steps`` (mean merged steps per text).
+
+    References:
+        Chen et al., "Enhancing Cross-Tokenizer Knowledge Distillation with Contextual
+        Dynamical Mapping", Findings of ACL 2025, https://arxiv.org/abs/2502.11104
+
+    Example:
+        >>> objective = CDMLoss(student, teacher_hidden_dim=768)  # student: eager SentenceEncoder
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: as above
+        >>> loss.backward()  # the DTW path is discrete: the gradient flows through P·H_s
     """
 
-    method = "CDM"
+    name = "CDM"
     batch_keys = ("input_ids", "attention_mask", "t_hidden", "t_mask", "t_attn", "ned")
     batch_keys += ("s_lexical", "t_lexical")
-    map_hint = "build the dataset with DistillDataset(..., maps=('ned',))."
+    batch_hint = "build the dataset with DistillDataset(..., maps=('ned',))."
 
     def __init__(
         self,
@@ -194,15 +208,14 @@ class CDMLoss(TokenDistillLoss):
         hidden = student.backbone.config.hidden_size
         self.proj = nn.Linear(hidden, teacher_hidden_dim, device=student.device)  # P
 
-    @property
-    def needs_attention(self) -> bool:
-        """Contextual weights read the student's last-layer attention."""
-        return self.params.contextual
+    def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
+        """Contextual weights read the first pass's last-layer attention."""
+        return {"output_attentions": True} if self.params.contextual else {}, {}
 
     def kd_terms(
-        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Merged-step regression on the contextual DTW path; logs mean steps per text."""
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """Merged-step regression on the contextual DTW path; logs it and mean steps per text."""
         w_s = w_t = None
         if self.params.contextual:
             att_s = out["attentions"][-1].mean(1)  # (B, T_s, T_s) head average, last layer
@@ -214,4 +227,4 @@ class CDMLoss(TokenDistillLoss):
         h_s = self.proj(out["token_embeddings"])  # (B, T_s, D_t)
         kd = merged_step_loss(h_s, batch["t_hidden"], s_group, t_group, self.params.distance)
         steps = (s_group.max(1).values + 1).float().mean()
-        return kd, {"steps": steps}
+        return kd, {"kd": kd, "steps": steps}

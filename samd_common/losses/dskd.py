@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from samd_common.losses.common import info_nce, params_from_dict
+from samd_common.losses.base import Logged, Objective, Outputs
 from samd_common.losses.dskd_functional import (
     DISTANCES,
     cross_model_attention,
@@ -64,6 +64,7 @@ from samd_common.losses.dskd_functional import (
     orthogonality_penalty,
     sample_std,
 )
+from samd_common.losses.params import DistillParams
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{zhang2024dskd,
@@ -80,12 +81,13 @@ PROJ_LR = 1e-3  # learning rate of the projectors in the DSKD scripts (TrainConf
 
 
 @dataclass
-class DSKDParams:
-    """DSKD hyper-parameters (encoder adaptation); the projectors' lr is ``TrainConfig.proj_lr``."""
+class DSKDParams(DistillParams):
+    """DSKD hyper-parameters (encoder adaptation); the projectors' lr is ``TrainConfig.proj_lr``.
 
-    w_task: float = 0.5  # weight of the SimCSE InfoNCE term
-    w_kd: float = 0.5  # weight of the distillation terms
-    temperature: float = 0.07  # InfoNCE τ
+    ``w_task`` (0.5), ``w_kd`` (0.5) and the InfoNCE ``temperature`` come from ``DistillParams``.
+    """
+
+    method = "DSKD"
     distance: str = "cosine"  # token distance in both spaces: "cosine" or "mse" (on H/σ)
     w_t2s: float = 1.0  # weight of the student-space term (teacher states → student tokens)
     w_s2t: float = 1.0  # weight of the teacher-space term (student states → teacher tokens)
@@ -96,29 +98,48 @@ class DSKDParams:
     specials: bool = False  # also attend over special tokens ([CLS], <s>, …); padding never
     detach_query: bool = True  # queries from detached student embeddings, as in DSKD
 
-    def __post_init__(self) -> None:
-        weights = (self.w_task, self.w_kd, self.w_t2s, self.w_s2t, self.w_orth)
-        ok = {
-            "w_task, w_kd, w_t2s, w_s2t, w_orth ≥ 0": all(w >= 0 for w in weights),
-            "temperature > 0": self.temperature > 0,
+    def rules(self) -> dict[str, bool]:
+        """The shared weight rules, term weights ≥ 0 and a known distance."""
+        return {
+            **super().rules(),
+            "w_t2s, w_s2t, w_orth ≥ 0": all(w >= 0 for w in (self.w_t2s, self.w_s2t, self.w_orth)),
             f"distance in {DISTANCES}": self.distance in DISTANCES,
         }
-        bad = [rule for rule, holds in ok.items() if not holds]
-        if bad:
-            raise ValueError(f"Invalid DSKDParams, need {'; '.join(bad)} (got {self}).")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DSKDParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "DSKD")
 
 
-class DSKDLoss(nn.Module):
+class DSKDLoss(Objective):
     """DSKD objective around a student; owns the projectors W_q, W_t2s and W_s2t.
 
-    The training loop gives every parameter outside ``.student`` the ``TrainConfig.proj_lr``
-    learning rate: set it to ``PROJ_LR`` (1e-3, the DSKD scripts' value) for DSKD runs.
+    ``L = w_task·InfoNCE(s1, s2) + w_kd·(w_t2s·L_t2s + w_s2t·L_s2t + w_orth·L_orth)`` (module
+    docstring). The training loop gives every parameter outside ``.student`` the
+    ``TrainConfig.proj_lr`` learning rate: ``PROJ_LR`` (1e-3, the DSKD scripts' value) for DSKD
+    runs (the registry entry's training defaults).
+
+    Args:
+        student: the encoder being trained.
+        teacher_hidden_dim: D_t, width of the cached teacher token states ``t_hidden``.
+        teacher_embed_dim: width of the cached teacher input embeddings ``t_embed``; None means
+            D_t (true for BERT, XLM-R, E5, MiniLM; not for factorised embeddings such as
+            ALBERT's).
+        params: ``DSKDParams``; default cosine distance, ``w_orth = 1``.
+
+    The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s), ``t_hidden`` (B, T_t, D_t), ``t_embed`` (B, T_t, D_e) and
+    ``s_real`` (B, T_s) / ``t_real`` (B, T_t) (with ``specials=True``: ``t_mask`` (B, T_t)).
+    Logs: ``loss``, ``task``, ``t2s``, ``s2t``, ``orth``.
+
+    References:
+        Zhang et al., "Dual-Space Knowledge Distillation for Large Language Models", EMNLP
+        2024, https://arxiv.org/abs/2406.17328
+
+    Example:
+        >>> objective = DSKDLoss(student, teacher_hidden_dim=768)  # student: a SentenceEncoder
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: as above
+        >>> loss.backward()  # reaches the student, W_q, W_t2s and W_s2t
     """
+
+    name = "DSKD"
+    batch_keys = BATCH_KEYS
 
     def __init__(
         self,
@@ -127,18 +148,7 @@ class DSKDLoss(nn.Module):
         teacher_embed_dim: int | None = None,
         params: DSKDParams | None = None,
     ) -> None:
-        """Create the projectors (orthogonal weights, zero biases) on the student's device.
-
-        Args:
-            student: the encoder being trained.
-            teacher_hidden_dim: D_t, width of the cached teacher token states ``t_hidden``.
-            teacher_embed_dim: width of the cached teacher input embeddings ``t_embed``;
-                None means D_t (true for BERT, XLM-R, E5, MiniLM; not for factorised
-                embeddings such as ALBERT's).
-            params: hyper-parameters; default ``DSKDParams()``.
-        """
-        super().__init__()
-        self.student, self.params = student, params or DSKDParams()
+        super().__init__(student, params or DSKDParams())
         d_s = student.backbone.config.hidden_size
         d_se = student.backbone.get_input_embeddings().embedding_dim
         d_te = teacher_embed_dim or teacher_hidden_dim
@@ -157,43 +167,34 @@ class DSKDLoss(nn.Module):
         """``[W_q, W_t2s, W_s2t]``."""
         return [self.query, self.t2s, self.s2t]
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One DSKD training loss.
+    def required_keys(self, step: int, total_steps: int) -> tuple[str, ...]:
+        """The teacher states and embeddings, and the token masks attention runs over."""
+        return BATCH_KEYS + (("t_mask",) if self.params.specials else ("s_real", "t_real"))
 
-        Args:
-            batch: padded tensors on the student's device: ``input_ids``/``attention_mask``
-                (B, T_s); ``t_hidden`` (B, T_t, D_t) teacher last-layer states; ``t_embed``
-                (B, T_t, D_e) teacher input embeddings; ``s_real`` (B, T_s) and ``t_real``
-                (B, T_t) bool (or, with ``specials=True``, ``t_mask`` (B, T_t)).
-            step: 0-based optimizer step (unused: DSKD has no schedule of its own).
-            total_steps: number of steps of the run (unused).
-
-        Returns:
-            ``(loss, logs)``; logs hold floats ``loss``, ``task``, ``t2s``, ``s2t``, ``orth``.
-        """
-        p = self.params
-        needed = BATCH_KEYS + (("t_mask",) if p.specials else ("s_real", "t_real"))
-        missing = [key for key in needed if key not in batch]
-        if missing:
-            raise KeyError(f"DSKD batch lacks {missing}; build it with DistillDataset.collate.")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        if p.specials:
-            s_valid, t_valid = mask.bool(), batch["t_mask"].bool()
-        else:  # real tokens only; s_real/t_real already exclude padding
-            s_valid, t_valid = batch["s_real"].bool(), batch["t_real"].bool()
-        t_embed, t_hidden = batch["t_embed"], batch["t_hidden"]
-        if t_embed.shape[-1] != self.query.out_features:
+    def check_batch(self, batch: dict[str, torch.Tensor], step: int, total_steps: int) -> None:
+        """The keys, and ``t_embed`` of the width W_q was built for."""
+        super().check_batch(batch, step, total_steps)
+        width = batch["t_embed"].shape[-1]
+        if width != self.query.out_features:
             raise ValueError(
-                f"t_embed has width {t_embed.shape[-1]} but W_q was built for "
-                f"{self.query.out_features}; pass teacher_embed_dim={t_embed.shape[-1]}."
+                f"t_embed has width {width} but W_q was built for {self.query.out_features}; "
+                f"pass teacher_embed_dim={width}."
             )
-        out1 = self.student(ids, mask)
-        s1 = out1["sentence_embedding"]  # (B, D_s)
-        s2 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s), other dropout mask
-        h_s = out1["token_embeddings"]  # (B, T_s, D_s)
-        e_s = self.student.backbone.get_input_embeddings()(ids)  # (B, T_s, D_se)
+
+    def valid_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s_valid, t_valid)``: (B, T_s), (B, T_t) bool tokens the cross-model attention uses."""
+        if self.params.specials:
+            return batch["attention_mask"].bool(), batch["t_mask"].bool()
+        return batch["s_real"].bool(), batch["t_real"].bool()  # real tokens; no padding either
+
+    def kd_terms(
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """``w_t2s·L_t2s + w_s2t·L_s2t + w_orth·L_orth``; logs the three terms."""
+        p, (s_valid, t_valid) = self.params, self.valid_tokens(batch)
+        t_embed, t_hidden = batch["t_embed"], batch["t_hidden"]
+        h_s = out["token_embeddings"]  # (B, T_s, D_s)
+        e_s = self.student.backbone.get_input_embeddings()(batch["input_ids"])  # (B, T_s, D_se)
         if p.detach_query:
             e_s = e_s.detach()
         dtype = self.query.weight.dtype
@@ -204,33 +205,10 @@ class DSKDLoss(nn.Module):
         h_s_scaled = h_s.float() / sample_std(h_s, s_valid)  # (B, T_s, D_s), unit scale like h_t
         values_t = self.t2s(h_t.to(dtype))  # (B, T_t, D_s)
         values_s = self.s2t(h_s_scaled.to(dtype))  # (B, T_s, D_t)
-        terms = {"task": info_nce(s1, s2, p.temperature)}
-        terms["t2s"], terms["s2t"] = dual_space_losses(
+        loss_t2s, loss_s2t = dual_space_losses(
             h_s_scaled, h_t, values_t, values_s, t2s, s2t, p.distance
         )
-        penalties = [orthogonality_penalty(proj.weight) for proj in self.projectors()]
-        terms["orth"] = torch.stack(penalties).mean()
-        kd = p.w_t2s * terms["t2s"] + p.w_s2t * terms["s2t"] + p.w_orth * terms["orth"]
-        loss = p.w_task * terms["task"] + p.w_kd * kd
-        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
-        logs = dict(zip(["loss", *terms], values.tolist(), strict=True))  # one host sync
-        return loss, logs
-
-
-def build_dskd(student: SentenceEncoder, teacher, params: dict) -> DSKDLoss:
-    """Registry builder (``methods.METHODS["DSKD"]``).
-
-    The projectors' learning rate is not a loss parameter: runs set ``TrainConfig.proj_lr`` to
-    ``PROJ_LR`` (the registry entry's training defaults).
-
-    Raises:
-        ValueError: no teacher, or invalid parameters.
-    """
-    if teacher is None:
-        raise ValueError("DSKD needs a teacher (TeacherInfo); got None.")
-    return DSKDLoss(
-        student,
-        teacher.hidden_dim,
-        teacher_embed_dim=teacher.embed_dim,
-        params=DSKDParams.from_dict(params),
-    )
+        orth = torch.stack([orthogonality_penalty(proj.weight) for proj in self.projectors()])
+        orth = orth.mean()
+        kd = p.w_t2s * loss_t2s + p.w_s2t * loss_s2t + p.w_orth * orth
+        return kd, {"t2s": loss_t2s, "s2t": loss_s2t, "orth": orth}

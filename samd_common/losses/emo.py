@@ -40,13 +40,10 @@ import torch
 from torch import nn
 
 from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.common import linear_cka, params_from_dict
-from samd_common.losses.mined import (
-    TokenDistillLoss,
-    TokenDistillParams,
-    gather_tokens,
-    require_eager_attention,
-)
+from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
+from samd_common.losses.mined import gather_tokens
+from samd_common.losses.params import DistillParams
+from samd_common.losses.similarity import linear_cka
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{truong2025emo,
@@ -213,34 +210,43 @@ def sinkhorn_plans(
         with torch.set_grad_enabled(grad == "unroll" and torch.is_grad_enabled()):
             cost_in = cost if grad == "unroll" else cost.detach()
             if solver == "batch":
-                # POT 0.9 allocates its scaling vectors with torch defaults: keep them on device.
-                with torch.device(cost.device):
-                    res = ot.solve_batch(
-                        cost_in,
-                        reg=reg,
-                        a=a,
-                        b=b,
-                        max_iter=max_iter,
-                        tol=1e-9,
-                        method="sinkhorn",
-                        grad="autodiff" if grad == "unroll" else "detach",
-                    )
-                return res.plan
-            plans = []
-            for k in range(cost.shape[0]):
-                rows, cols = a[k] > 0, b[k] > 0
-                sub = ot.sinkhorn(
-                    a[k][rows],
-                    b[k][cols],
-                    cost_in[k][rows][:, cols],
-                    reg,
-                    numItermax=max_iter,
-                    warn=False,
-                )
-                full = cost_in.new_zeros(cost.shape[1:])
-                full[rows.nonzero()[:, :1], cols.nonzero()[:, 0]] = sub  # (n_s, n_t) into place
-                plans.append(full)
-            return torch.stack(plans)
+                return _solve_batch(cost_in, a, b, reg, max_iter, grad)
+            return _solve_each(cost_in, a, b, reg, max_iter)
+
+
+def _solve_batch(
+    cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, reg: float, max_iter: int, grad: str
+) -> torch.Tensor:
+    """All problems in one ``ot.solve_batch`` call: (B, T_s, T_t) fp32 plans."""
+    # POT 0.9 allocates its scaling vectors with torch defaults: keep them on device.
+    with torch.device(cost.device):
+        res = ot.solve_batch(
+            cost,
+            reg=reg,
+            a=a,
+            b=b,
+            max_iter=max_iter,
+            tol=1e-9,
+            method="sinkhorn",
+            grad="autodiff" if grad == "unroll" else "detach",
+        )
+    return res.plan
+
+
+def _solve_each(
+    cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, reg: float, max_iter: int
+) -> torch.Tensor:
+    """One ``ot.sinkhorn`` per problem on its non-zero-mass rows and columns: (B, T_s, T_t)."""
+    plans = []
+    for k in range(cost.shape[0]):
+        rows, cols = a[k] > 0, b[k] > 0
+        sub = ot.sinkhorn(
+            a[k][rows], b[k][cols], cost[k][rows][:, cols], reg, numItermax=max_iter, warn=False
+        )
+        full = cost.new_zeros(cost.shape[1:])
+        full[rows.nonzero()[:, :1], cols.nonzero()[:, 0]] = sub  # (n_s, n_t) into place
+        plans.append(full)
+    return torch.stack(plans)
 
 
 def importance_ot_loss(
@@ -281,9 +287,10 @@ def importance_ot_loss(
 
 
 @dataclass
-class EMOParams(TokenDistillParams):
-    """EMO hyper-parameters (DESIGN.md §6.5)."""
+class EMOParams(DistillParams):
+    """EMO hyper-parameters (DESIGN.md §6.5; ``w_task``, ``w_kd``, τ from ``DistillParams``)."""
 
+    method = "EMO"
     w_cka: float = 0.1  # weight of L_CKA inside L_kd
     w_ot: float = 1.0  # weight of L_OT inside L_kd
     top_frac: float = 1 / 3  # share of mapped pairs (by teacher importance) used by the CKA term
@@ -293,34 +300,50 @@ class EMOParams(TokenDistillParams):
     ot_solver: str = "batch"  # "batch" (one POT call) or "sinkhorn" (ot.sinkhorn per text)
     ot_grad: str = "envelope"  # "envelope" (plan held fixed) or "unroll" (through the iterations)
 
-    def __post_init__(self) -> None:
-        self._check(
-            {
-                "w_cka, w_ot ≥ 0": self.w_cka >= 0 and self.w_ot >= 0,
-                "0 < top_frac ≤ 1, min_tokens ≥ 1": 0 < self.top_frac <= 1 and self.min_tokens >= 1,
-                "ot_reg > 0, ot_iters ≥ 1": self.ot_reg > 0 and self.ot_iters >= 1,
-                f"ot_solver in {OT_SOLVERS}": self.ot_solver in OT_SOLVERS,
-                f"ot_grad in {OT_GRADS}": self.ot_grad in OT_GRADS,
-            }
-        )
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EMOParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "EMO")
+    def rules(self) -> dict[str, bool]:
+        """The shared weight rules, term weights ≥ 0, CKA selection and Sinkhorn settings."""
+        return {
+            **super().rules(),
+            "w_cka, w_ot ≥ 0": self.w_cka >= 0 and self.w_ot >= 0,
+            "0 < top_frac ≤ 1, min_tokens ≥ 1": 0 < self.top_frac <= 1 and self.min_tokens >= 1,
+            "ot_reg > 0, ot_iters ≥ 1": self.ot_reg > 0 and self.ot_iters >= 1,
+            f"ot_solver in {OT_SOLVERS}": self.ot_solver in OT_SOLVERS,
+            f"ot_grad in {OT_GRADS}": self.ot_grad in OT_GRADS,
+        }
 
 
-class EMOLoss(TokenDistillLoss):
+class EMOLoss(Objective):
     """EMO objective around a student; owns the trainable projection ``W: D_t → D_s``.
 
-    The CKA term and the student's masses need attention maps: load the student with
-    ``attn_implementation="eager"``.
+    ``L = w_task·InfoNCE(s1, s2) + w_kd·(w_cka·L_CKA + w_ot·L_OT)``: L_CKA from
+    :func:`mapped_attention_cka_loss`, L_OT from :func:`importance_ot_loss` on the cost
+    :func:`ot_cost_matrix`. The CKA term and the student's masses need attention maps: load the
+    student with ``attn_implementation="eager"``.
+
+    Args:
+        student: the encoder being trained.
+        teacher_hidden_dim: D_t, width of the cached teacher token states ``t_hidden``.
+        params: ``EMOParams``; default the paper's weights and Sinkhorn settings.
+
+    The batch (``DistillDataset(..., maps=("mined_reciprocal",)).collate``) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s), ``s_real`` (B, T_s), ``t_real`` (B, T_t), ``t_hidden``
+    (B, T_t, D_t), ``t_attn`` (B, L, T_t, T_t) and ``mined_reciprocal_pairs`` (B, P, 2). Logs:
+    ``loss``, ``task``, ``kd``, ``cka`` and ``ot``.
+
+    References:
+        Truong et al., "EMO: Embedding Model Distillation via Intra-Model Relation and Optimal
+        Transport Alignments", EMNLP 2025, https://aclanthology.org/events/emnlp-2025/
+
+    Example:
+        >>> objective = EMOLoss(student, teacher_hidden_dim=768)  # student: eager SentenceEncoder
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: as above
+        >>> loss.backward()  # envelope gradient: the Sinkhorn plan is held fixed
     """
 
-    method = "EMO"
+    name = "EMO"
     batch_keys = ("input_ids", "attention_mask", "s_real", "t_real", "t_hidden", "t_attn")
     batch_keys += ("mined_reciprocal_pairs",)
-    map_hint = "build the dataset with DistillDataset(..., maps=('mined_reciprocal',))."
+    batch_hint = "build the dataset with DistillDataset(..., maps=('mined_reciprocal',))."
 
     def __init__(
         self,
@@ -333,15 +356,14 @@ class EMOLoss(TokenDistillLoss):
         hidden = student.backbone.config.hidden_size
         self.proj = nn.Linear(teacher_hidden_dim, hidden, device=student.device)  # W
 
-    @property
-    def needs_attention(self) -> bool:
-        """The CKA term and the student masses read the last-layer attention."""
-        return True
+    def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
+        """The CKA term and the student masses read the first pass's last-layer attention."""
+        return {"output_attentions": True}, {}
 
     def kd_terms(
-        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``w_cka·L_CKA + w_ot·L_OT``; logs both terms."""
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """``w_cka·L_CKA + w_ot·L_OT``; logs it and both terms."""
         p = self.params
         s_real, t_real = batch["s_real"].bool(), batch["t_real"].bool()
         att_s = out["attentions"][-1].mean(1)  # (B, T_s, T_s) head average, last layer
@@ -356,4 +378,5 @@ class EMOLoss(TokenDistillLoss):
         ot_loss = importance_ot_loss(
             cost, s_imp, t_imp, s_real, t_real, p.ot_reg, p.ot_iters, p.ot_solver, p.ot_grad
         )
-        return p.w_cka * cka + p.w_ot * ot_loss, {"cka": cka, "ot": ot_loss}
+        kd = p.w_cka * cka + p.w_ot * ot_loss
+        return kd, {"kd": kd, "cka": cka, "ot": ot_loss}

@@ -51,9 +51,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from samd_common.losses.common import info_nce, params_from_dict
+from samd_common.losses.base import Logged, Objective, Outputs
+from samd_common.losses.contrastive import info_nce
+from samd_common.losses.params import Params
 from samd_common.models import SentenceEncoder
 
 log = logging.getLogger(__name__)
@@ -239,9 +240,10 @@ def espresso_layer_loss(
 
 
 @dataclass
-class ESEParams:
+class ESEParams(Params):
     """ESE hyper-parameters (see the module docstring for each choice against the paper)."""
 
+    method = "ESE"
     temperature: float = 0.07  # InfoNCE τ (SimCSE setting)
     prefix_dim: int | None = None  # compressed size k; None → D_s // 4 (paper scripts: 128)
     sample_layer: bool = True  # learn-to-express: one earlier layer per step (False: width only)
@@ -250,21 +252,15 @@ class ESEParams:
     kl_weight: float = 1.0  # λ_kl of the compression term (reference code: 1)
     kl_temperature: float = 0.07  # τ of the in-batch similarity distributions in the KL
 
-    def __post_init__(self) -> None:
-        bad = []
-        if self.temperature <= 0 or self.kl_temperature <= 0:
-            bad.append("temperature, kl_temperature > 0")
-        if self.mse_weight < 0 or self.kl_weight < 0:
-            bad.append("mse_weight, kl_weight ≥ 0")
-        if self.prefix_dim is not None and self.prefix_dim < 1:
-            bad.append("prefix_dim ≥ 1 (or None for D_s // 4)")
-        if bad:
-            raise ValueError(f"Invalid ESEParams, need {'; '.join(bad)} (got {self}).")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ESEParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "ESE")
+    def rules(self) -> dict[str, bool]:
+        """Positive temperatures, non-negative compression weights, a positive prefix."""
+        return {
+            "temperature, kl_temperature > 0": self.temperature > 0 and self.kl_temperature > 0,
+            "mse_weight, kl_weight ≥ 0": self.mse_weight >= 0 and self.kl_weight >= 0,
+            "prefix_dim ≥ 1 (or None for D_s // 4)": (
+                self.prefix_dim is None or self.prefix_dim >= 1
+            ),
+        }
 
 
 def espresso_loss(
@@ -308,12 +304,33 @@ def espresso_loss(
     return loss, terms
 
 
-class ESELoss(nn.Module):
-    """ESE around a student: two dropout passes with all hidden states; no teacher."""
+class ESELoss(Objective):
+    """ESE around a student: two dropout passes with all hidden states; no teacher.
+
+    ``L = ℓ(s⁽ⁿ⁾) + w_i·ℓ(s⁽ⁱ⁺¹⁾)`` (:func:`espresso_loss`), i drawn per step with torch's RNG
+    after the two passes.
+
+    Args:
+        student: the encoder being trained.
+        params: ``ESEParams``; default k = D_s // 4, one sampled layer, compression on.
+
+    Logs: ``loss``, ``last``, ``last_compress`` and, when a layer was sampled, ``layer``,
+    ``layer_index`` (0-based i) and ``layer_weight``.
+
+    References:
+        Li et al., "ESE: Espresso Sentence Embeddings", ICLR 2025,
+        https://arxiv.org/abs/2402.14776
+
+    Example:
+        >>> objective = ESELoss(student)  # student: a SentenceEncoder with ≥ 2 layers
+        >>> batch = student.tokenize(["a cat sat", "a dog ran", "two birds"])
+        >>> loss, logs = objective(batch, step=0, total_steps=1)  # logs["layer_index"]: i
+    """
+
+    name = "ESE"
 
     def __init__(self, student: SentenceEncoder, params: ESEParams | None = None) -> None:
-        super().__init__()
-        self.student, self.params = student, params or ESEParams()
+        super().__init__(student, params or ESEParams())
         self.prefix_dim = self.params.prefix_dim or max(1, student.dim // 4)
         if self.prefix_dim > student.dim:
             raise ValueError(
@@ -324,18 +341,16 @@ class ESELoss(nn.Module):
         if self.params.sample_layer and not self.sample:
             log.warning("ESE: a 1-layer student has no earlier layer; training width only.")
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One ESE loss on ``input_ids``/``attention_mask`` (B, T_s); ``step`` is unused.
+    def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
+        """Both passes return every layer's states when a layer is sampled."""
+        options = {"output_hidden_states": True} if self.sample else {}
+        return options, options
 
-        Returns:
-            ``(loss, logs)``; logs hold ``loss``, ``last``, ``last_compress`` and, when a layer
-            was sampled, ``layer``, ``layer_weight`` and ``layer_index`` (0-based i).
-        """
+    def task_terms(
+        self, out1: Outputs, out2: Outputs, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, Logged]:
+        """``ℓ(last) + w_i·ℓ(layer i)``; logs each ℓ and the sampled layer."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        kw = {"output_hidden_states": True} if self.sample else {}
-        out1, out2 = self.student(ids, mask, **kw), self.student(ids, mask, **kw)
         last = (out1["sentence_embedding"], out2["sentence_embedding"])  # 2 × (B, D_s)
         sampled, layer = None, None
         if self.sample:
@@ -345,9 +360,6 @@ class ESELoss(nn.Module):
                 for out in (out1, out2)
             )
         loss, terms = espresso_loss(last, sampled, layer, self.params, self.prefix_dim)
-        names = ["loss", *terms]
-        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
-        logs = dict(zip(names, values.tolist(), strict=True))  # one host sync
         if layer is not None:
-            logs.update(layer_index=float(layer), layer_weight=layer_weight(layer))
-        return loss, logs
+            terms |= {"layer_index": float(layer), "layer_weight": layer_weight(layer)}
+        return loss, terms

@@ -13,9 +13,8 @@ the tokens' surface strings (``alignment.surface_strings``), never inside the tr
 
 ``L = w_task·InfoNCE(s1, s2) + w_kd·mean_{(j,i) ∈ MinED} ‖P·H_s[j] − H_t[i]‖² / D_t``
 
-This module also holds the skeleton the token-level baselines share (:class:`TokenDistillLoss`:
-two dropout passes, SimCSE, ``w_task``/``w_kd`` mix, one host sync for the logs) and the
-per-pair distance (:func:`token_distance`); ``cdm.py`` and ``emo.py`` build on them.
+This module also holds the per-pair distance (:func:`token_distance`) and the gather of token
+states at mapped positions (:func:`gather_tokens`) that ``cdm.py`` and ``emo.py`` reuse.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.common import info_nce, params_from_dict
+from samd_common.losses.base import Logged, Objective, Outputs
+from samd_common.losses.params import DistillParams
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{wan2024knowledge,
@@ -112,117 +112,45 @@ def mined_hidden_loss(
     return masked_mean_across_ranks(token_distance(h_s, h_tt, distance), valid)
 
 
-def require_eager_attention(student: SentenceEncoder, method: str, switch: str = "") -> None:
-    """Raise a clear error when the student does not return attention maps (non-eager)."""
-    impl = getattr(student.backbone.config, "_attn_implementation", "eager")
-    if impl != "eager":
-        hint = f" or set {switch}" if switch else ""
-        raise ValueError(
-            f"{method} needs the student's attention maps, but it uses {impl!r} attention: load "
-            f"it with load_encoder(..., attn_implementation='eager'){hint}."
-        )
-
-
 @dataclass
-class TokenDistillParams:
-    """Hyper-parameters every token-level baseline shares (DESIGN.md §6 defaults)."""
-
-    w_task: float = 0.5  # weight of the SimCSE InfoNCE term
-    w_kd: float = 0.5  # weight of the distillation term
-    temperature: float = 0.07  # InfoNCE τ
-
-    def _check(self, rules: dict[str, bool]) -> None:
-        rules = {
-            "w_task, w_kd ≥ 0": self.w_task >= 0 and self.w_kd >= 0,
-            "temperature > 0": self.temperature > 0,
-            **rules,
-        }
-        bad = [rule for rule, holds in rules.items() if not holds]
-        if bad:
-            raise ValueError(f"Invalid {type(self).__name__}, need {'; '.join(bad)} (got {self}).")
-
-
-@dataclass
-class MinEDParams(TokenDistillParams):
-    """MinED hyper-parameters."""
-
-    distance: str = "mse"  # "mse" (DESIGN.md §6.2) or "cosine"
-
-    def __post_init__(self) -> None:
-        self._check({f"distance in {DISTANCES}": self.distance in DISTANCES})
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MinEDParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "MinED")
-
-
-class TokenDistillLoss(nn.Module):
-    """Shared skeleton of the token-level baselines: SimCSE plus one token-level KD term.
-
-    ``forward`` runs the student twice (two dropout masks; attention maps on the first pass when
-    ``needs_attention``), takes InfoNCE between the passes and adds ``kd_terms`` of the first
-    pass: ``L = w_task·L_task + w_kd·L_kd``. Subclasses own their projections and implement
-    ``kd_terms``.
-    """
-
-    method = "token KD"
-    batch_keys: tuple[str, ...] = ("input_ids", "attention_mask")
-    map_hint = ""  # how to get the keys a subclass adds (shown when they are missing)
-
-    def __init__(self, student: SentenceEncoder, params: TokenDistillParams) -> None:
-        super().__init__()
-        self.student, self.params = student, params
-
-    @property
-    def needs_attention(self) -> bool:
-        """Whether ``kd_terms`` reads the student's attention maps."""
-        return False
-
-    def kd_terms(
-        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(L_kd, parts to log)`` from the first student pass and the batch."""
-        raise NotImplementedError
-
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One training loss.
-
-        Args:
-            batch: padded tensors on the student's device (``DistillDataset.collate`` with the
-                method's ``maps``); see each subclass's ``batch_keys``.
-            step: 0-based optimizer step (unused: these baselines have no schedule).
-            total_steps: number of steps of the run.
-
-        Returns:
-            ``(loss, logs)``; logs hold floats ``loss``, ``task``, ``kd`` and the KD parts.
-        """
-        if total_steps <= 0:
-            raise ValueError(f"total_steps must be ≥ 1, got {total_steps}.")
-        missing = [key for key in self.batch_keys if key not in batch]
-        if missing:
-            raise KeyError(f"{self.method} batch lacks {missing}; {self.map_hint}")
-        p, ids, mask = self.params, batch["input_ids"], batch["attention_mask"]
-        extra = {"output_attentions": True} if self.needs_attention else {}
-        out1 = self.student(ids, mask, **extra)
-        s1 = out1["sentence_embedding"]  # (B, D_s)
-        s2 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s), other dropout mask
-        task = info_nce(s1, s2, p.temperature)
-        kd, parts = self.kd_terms(out1, batch)
-        loss = p.w_task * task + p.w_kd * kd
-        names = ["loss", "task", "kd", *parts]
-        values = torch.stack([v.detach().float() for v in (loss, task, kd, *parts.values())])
-        return loss, dict(zip(names, values.tolist(), strict=True))  # one host sync
-
-
-class MinEDLoss(TokenDistillLoss):
-    """MinED objective around a student; owns the trainable projection ``P: D_s → D_t``."""
+class MinEDParams(DistillParams):
+    """MinED hyper-parameters (``w_task``, ``w_kd``, ``temperature`` from ``DistillParams``)."""
 
     method = "MinED"
+    distance: str = "mse"  # "mse" (DESIGN.md §6.2) or "cosine"
+
+    def rules(self) -> dict[str, bool]:
+        """The shared weight rules and a known distance."""
+        return {**super().rules(), f"distance in {DISTANCES}": self.distance in DISTANCES}
+
+
+class MinEDLoss(Objective):
+    """MinED objective around a student; owns the trainable projection ``P: D_s → D_t``.
+
+    ``L = w_task·InfoNCE(s1, s2) + w_kd·mean_{(j,i) ∈ MinED} d(P·H_s[j], H_t[i])``
+
+    Args:
+        student: the encoder being trained.
+        teacher_hidden_dim: D_t, width of the cached teacher token states ``t_hidden``.
+        params: ``MinEDParams``; default MSE, ``w_task = w_kd = 0.5``.
+
+    The batch (``DistillDataset(..., maps=("mined",)).collate``) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s), ``t_hidden`` (B, T_t, D_t) and ``mined_pairs`` (B, P, 2). Logs:
+    ``loss``, ``task``, ``kd`` and ``pairs`` (mean number of mapped pairs per text).
+
+    References:
+        Wan et al., "Knowledge Fusion of Large Language Models", ICLR 2024,
+        https://arxiv.org/abs/2401.10491
+
+    Example:
+        >>> objective = MinEDLoss(student, teacher_hidden_dim=768)  # student: a SentenceEncoder
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: as above
+        >>> loss.backward()  # reaches the student and P
+    """
+
+    name = "MinED"
     batch_keys = ("input_ids", "attention_mask", "t_hidden", "mined_pairs")
-    map_hint = "build the dataset with DistillDataset(..., maps=('mined',))."
+    batch_hint = "build the dataset with DistillDataset(..., maps=('mined',))."
 
     def __init__(
         self,
@@ -235,11 +163,11 @@ class MinEDLoss(TokenDistillLoss):
         self.proj = nn.Linear(hidden, teacher_hidden_dim, device=student.device)  # P
 
     def kd_terms(
-        self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MinED MSE over the mapped pairs; logs the mean number of pairs per text."""
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """MinED MSE over the mapped pairs; logs it and the mean number of pairs per text."""
         pairs = batch["mined_pairs"]  # (B, P, 2)
         h_s = self.proj(out["token_embeddings"])  # (B, T_s, D_t)
         kd = mined_hidden_loss(h_s, batch["t_hidden"], pairs, self.params.distance)
         n_pairs = (pairs[..., 0] >= 0).sum(1).float().mean()
-        return kd, {"pairs": n_pairs}
+        return kd, {"kd": kd, "pairs": n_pairs}

@@ -23,10 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from samd_common.config import halving_dims
-from samd_common.losses.common import matryoshka_info_nce, params_from_dict
+from samd_common.losses.base import Objective
+from samd_common.losses.contrastive import matryoshka_info_nce
+from samd_common.losses.params import Params
 from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.models import SentenceEncoder
 
@@ -75,27 +76,24 @@ def mrl_loss(
 
 
 @dataclass
-class MRLParams:
+class MRLParams(Params):
     """MRL hyper-parameters (paper defaults: halving dims, unit weights)."""
 
+    method = "MRL"
     temperature: float = 0.07  # InfoNCE τ (SimCSE setting, as every method here)
     min_dim: int = 16  # smallest nested dim of the halving series (the paper uses 16 or 32)
     dims: list[int] | None = None  # explicit nested dims; None → halving_dims(D_s, min_dim)
     weights: list[float] | None = None  # one weight per dim; None → 1 each (paper)
 
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.min_dim < 1:
-            raise ValueError(
-                f"Invalid MRLParams: need temperature > 0 and min_dim ≥ 1 (16 or 32 in the "
-                f"paper); got temperature={self.temperature}, min_dim={self.min_dim}."
-            )
-        if self.weights is not None and self.dims is None:
-            raise ValueError("MRLParams.weights needs explicit dims (one weight per dim).")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MRLParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "MRL")
+    def rules(self) -> dict[str, bool]:
+        """Positive τ and min_dim; weights only with explicit dims."""
+        return {
+            "temperature > 0": self.temperature > 0,
+            "min_dim ≥ 1 (16 or 32 in the paper)": self.min_dim >= 1,
+            "explicit dims with weights (one weight per dim)": (
+                self.weights is None or self.dims is not None
+            ),
+        }
 
     def resolve_dims(self, width: int) -> list[int]:
         """The nested dims for a student of ``width`` (descending)."""
@@ -105,43 +103,79 @@ class MRLParams:
         return sorted(dims, reverse=True)
 
 
-class MRLLoss(nn.Module):
-    """MRL around a student: two dropout passes, Matryoshka InfoNCE; no teacher, no projection."""
+class MRLLoss(Objective):
+    """MRL around a student: two dropout passes, Matryoshka InfoNCE; no teacher, no projection.
+
+    ``L = Σ_m w_m · InfoNCE(s1[:, :m], s2[:, :m])`` over ``dims`` (halving from D_s to min_dim).
+
+    Args:
+        student: the encoder being trained.
+        params: ``MRLParams``; default halving dims down to 16, unit weights.
+
+    References:
+        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022,
+        https://arxiv.org/abs/2205.13147
+
+    Example:
+        >>> objective = MRLLoss(student)  # student: a SentenceEncoder of width 64
+        >>> objective.dims
+        [64, 32, 16]
+        >>> loss, logs = objective(student.tokenize(["a cat", "a dog"]), step=0, total_steps=1)
+    """
+
+    name = "MRL"
+    log_task = False  # the loss is the task loss
 
     def __init__(self, student: SentenceEncoder, params: MRLParams | None = None) -> None:
-        super().__init__()
-        self.student, self.params = student, params or MRLParams()
+        super().__init__(student, params or MRLParams())
         self.dims = self.params.resolve_dims(student.dim)
         self.weights = list(self.params.weights) if self.params.weights else None
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss on ``input_ids``/``attention_mask`` (B, T_s); ``step`` is unused."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        s1 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s)
-        s2 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s), other dropout mask
-        loss = mrl_loss(s1, s2, self.dims, self.weights, self.params.temperature)
-        return loss, {"loss": loss.item()}
+    def task_loss(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+        """``Σ_m w_m · InfoNCE(s1[:, :m], s2[:, :m])``."""
+        return mrl_loss(s1, s2, self.dims, self.weights, self.params.temperature)
 
 
 @dataclass
 class SAMDMRLParams(SAMDParams):
     """SAMD's hyper-parameters plus the Matryoshka task loss; weights 1 as in DESIGN.md §6.8."""
 
+    method = "SAMD-MRL"
+
     w_task: float = 1.0  # weight of Σ_m InfoNCE (SAMD uses 0.5; §6.8 writes the sum unweighted)
     w_kd: float = 1.0  # weight of β·L_MRD + α·L_SAM (SAMD uses 0.5)
     mrl_min_dim: int = 16  # smallest dim of the task loss's halving series
     mrl_dims: list[int] | None = None  # explicit task-loss dims; None → halving_dims(D_s, 16)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.mrl_min_dim < 1:
-            raise ValueError(f"mrl_min_dim must be ≥ 1 (16 or 32), got {self.mrl_min_dim}.")
+    def rules(self) -> dict[str, bool]:
+        """SAMD's rules plus a positive ``mrl_min_dim``."""
+        return {**super().rules(), "mrl_min_dim ≥ 1 (16 or 32)": self.mrl_min_dim >= 1}
 
 
 class SAMDMRLLoss(SAMDLoss):
-    """SAMD whose task loss is MRL's Matryoshka InfoNCE (``task_loss`` overridden)."""
+    """SAMD whose task loss is MRL's Matryoshka InfoNCE (``task_loss`` overridden).
+
+    ``L = w_task·Σ_m InfoNCE(s1[:, :m], s2[:, :m]) + w_kd·(β·L_MRD + α·L_SAM)``, weights 1.
+
+    Args:
+        student: the encoder being trained (eager attention for L_SAM).
+        teacher_dim: D_t of the cached pooled teacher embedding ``t_pooled``.
+        teacher_layers: number of cached teacher attention layers in ``t_attn``.
+        params: ``SAMDMRLParams``.
+        teacher_hidden_dim: width of ``t_hidden`` (span term only); None means ``teacher_dim``.
+
+    References:
+        Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022,
+        https://arxiv.org/abs/2205.13147; SAMD (this project).
+
+    Example:
+        >>> objective = SAMDMRLLoss(student, teacher_dim=768)  # student: eager SentenceEncoder
+        >>> loss, logs = objective(batch, step=500, total_steps=1000)  # batch: the SAMD collator's
+        >>> sorted(logs)  # doctest: +SKIP
+        ['alpha', 'beta', 'loss', 'mrd', 'sam', 'task']
+    """
+
+    name = "SAMD-MRL"
 
     def __init__(
         self,

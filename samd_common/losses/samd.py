@@ -22,16 +22,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.common import (
-    coverage_confidence,
-    grouped_sums,
-    info_nce,
+from samd_common.losses.base import Logged, Objective, Outputs
+from samd_common.losses.matryoshka import (
     inverse_sqrt_weights,
-    linear_cka,
-    linear_ramp,
     matryoshka_distillation_loss,
     mrd_dims,
-    params_from_dict,
+)
+from samd_common.losses.params import DistillParams
+from samd_common.losses.schedules import linear_ramp
+from samd_common.losses.similarity import (
+    coverage_confidence,
+    grouped_sums,
+    linear_cka,
     row_normalize,
 )
 from samd_common.models import SentenceEncoder
@@ -146,12 +148,14 @@ def span_group_hidden_loss(
 
 
 @dataclass
-class SAMDParams:
-    """SAMD hyper-parameters; defaults reproduce the reference 5-epoch setting."""
+class SAMDParams(DistillParams):
+    """SAMD hyper-parameters; defaults reproduce the reference 5-epoch setting.
 
-    w_task: float = 0.5  # weight of the SimCSE InfoNCE term
-    w_kd: float = 0.5  # weight of the distillation terms
-    temperature: float = 0.07  # InfoNCE τ
+    ``w_task`` (0.5) weighs the SimCSE InfoNCE term, ``w_kd`` (0.5) the distillation terms and
+    ``temperature`` (0.07) is the InfoNCE τ (``DistillParams``).
+    """
+
+    method = "SAMD"
     dims: list[int] | None = None  # Matryoshka dims of L_MRD; None → mrd_dims(student width)
     beta_ramp: float = 0.062  # β ramps 0→1 over this share of steps (1000/16090 in the reference)
     alpha_max: float = 0.02  # α's final value
@@ -167,27 +171,22 @@ class SAMDParams:
     use_mrd: bool = True  # ablation switch for L_MRD
     use_sam: bool = True  # ablation switch for L_SAM
 
-    def __post_init__(self) -> None:
-        p = self
-        ok = {
-            "w_task, w_kd, alpha_max, span_hidden_weight ≥ 0": all(
-                x >= 0 for x in (p.w_task, p.w_kd, p.alpha_max, p.span_hidden_weight)
+    def rules(self) -> dict[str, bool]:
+        """Weights ≥ 0, ramps as shares of steps, counts ≥ 1, fractions in range."""
+        return {
+            **super().rules(),
+            "alpha_max, span_hidden_weight ≥ 0": all(
+                x >= 0 for x in (self.alpha_max, self.span_hidden_weight)
             ),
-            "temperature > 0": p.temperature > 0,
             "beta_ramp, alpha_start, alpha_ramp in [0, 1] (shares of steps)": all(
-                0 <= x <= 1 for x in (p.beta_ramp, p.alpha_start, p.alpha_ramp)
+                0 <= x <= 1 for x in (self.beta_ramp, self.alpha_start, self.alpha_ramp)
             ),
-            "sam_every, min_tokens, layers ≥ 1": min(p.sam_every, p.min_tokens, p.layers) >= 1,
-            "0 < top_frac ≤ 1 and 0 ≤ min_conf ≤ 1": 0 < p.top_frac <= 1 and 0 <= p.min_conf <= 1,
+            "sam_every, min_tokens, layers ≥ 1": min(self.sam_every, self.min_tokens, self.layers)
+            >= 1,
+            "0 < top_frac ≤ 1 and 0 ≤ min_conf ≤ 1": (
+                0 < self.top_frac <= 1 and 0 <= self.min_conf <= 1
+            ),
         }
-        bad = [rule for rule, holds in ok.items() if not holds]
-        if bad:
-            raise ValueError(f"Invalid SAMDParams, need {'; '.join(bad)} (got {self}).")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SAMDParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "SAMD")
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(β, α)`` at a training progress in [0, 1]; 0 for a term that is switched off."""
@@ -196,12 +195,41 @@ class SAMDParams:
         return beta, alpha if self.use_sam else 0.0
 
 
-class SAMDLoss(nn.Module):
+class SAMDLoss(Objective):
     """SAMD objective around a student; owns the trainable teacher→student projections.
 
-    The batch comes from the teacher cache and the collator (see ``forward``). L_SAM needs the
-    student's attention maps, so load it with ``attn_implementation="eager"``.
+    ``L = w_task·InfoNCE(s1, s2) + w_kd·(β·L_MRD + α·L_SAM [+ w_span·L_span])``, with
+    ``L_MRD = Σ_m w_m (1 − cos(s1[:, :m], (W t)[:, :m]))`` and ``L_SAM`` the span-aware attention
+    CKA of :func:`span_attention_cka_loss`. L_SAM needs the student's attention maps, so load it
+    with ``attn_implementation="eager"``.
+
+    Args:
+        student: the encoder being trained.
+        teacher_dim: D_t of the cached pooled teacher embedding ``t_pooled`` (W: D_t → D_s).
+        teacher_layers: L, number of cached teacher attention layers in ``t_attn``.
+        params: ``SAMDParams``; default the reference setting.
+        teacher_hidden_dim: width of ``t_hidden`` for the span term; None means ``teacher_dim``.
+
+    The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_SAM ``s_real`` (B, T_s),
+    ``t_real`` (B, T_t), ``t_attn`` (B, L, T_t, T_t), ``overlap`` (B, T_s, T_t); for the span
+    term ``t_hidden`` (B, T_t, D_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t). Logs: ``loss``,
+    ``task``, ``beta``, ``alpha`` and ``mrd`` / ``sam`` / ``span`` on the steps that compute them.
+
+    References:
+        Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019,
+        https://arxiv.org/abs/1905.00414 (linear CKA); Kusupati et al., "Matryoshka
+        Representation Learning", NeurIPS 2022, https://arxiv.org/abs/2205.13147; SAMD.
+
+    Example:
+        >>> objective = SAMDLoss(student, teacher_dim=768)  # student: eager SentenceEncoder
+        >>> loss, logs = objective(batch, step=500, total_steps=1000)  # batch: as above
+        >>> loss.backward()  # reaches the student and the projection W
     """
+
+    name = "SAMD"
+    batch_keys = BATCH_KEYS
+    batch_hint = "build it with DistillDataset.collate on the teacher cache (the SAMD collator)."
 
     def __init__(
         self,
@@ -211,8 +239,7 @@ class SAMDLoss(nn.Module):
         params: SAMDParams | None = None,
         teacher_hidden_dim: int | None = None,
     ) -> None:
-        super().__init__()
-        self.student, self.params = student, params or SAMDParams()
+        super().__init__(student, params or SAMDParams())
         p, cfg = self.params, student.backbone.config
         self.dims = list(p.dims) if p.dims else mrd_dims(student.dim)
         if max(self.dims) > student.dim:
@@ -240,18 +267,21 @@ class SAMDLoss(nn.Module):
             else None
         )
 
-    def trainable_groups(self, lr: float, proj_lr: float | None = None) -> list[dict]:
-        """Optimizer parameter groups: the student, then the projections (``proj_lr`` or lr)."""
-        proj = [*self.proj.parameters(), *(self.proj_tokens or nn.Identity()).parameters()]
-        student = [q for q in self.student.parameters() if q.requires_grad]
-        return [
-            {"name": "student", "params": student, "lr": lr},
-            {"name": "projection", "params": proj, "lr": proj_lr if proj_lr is not None else lr},
-        ]
+    def plan(self, step: int, total_steps: int) -> tuple[float, float, bool]:
+        """``(β, α, whether L_SAM is computed)`` at ``step`` of ``total_steps``."""
+        p = self.params
+        beta, alpha = p.schedule(min(max(step / total_steps, 0.0), 1.0))
+        return beta, alpha, alpha > 0 and step % p.sam_every == 0
 
-    def task_loss(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-        """L_task on the two dropout passes (SAMD-MRL overrides this with Matryoshka InfoNCE)."""
-        return info_nce(s1, s2, self.params.temperature)
+    def required_keys(self, step: int, total_steps: int) -> tuple[str, ...]:
+        """The MRD keys, plus the L_SAM keys on its steps and the span keys when it is on."""
+        sam_due = self.plan(step, total_steps)[2]
+        span = SPAN_KEYS if self.params.span_hidden else ()
+        return BATCH_KEYS + (SAM_KEYS if sam_due else ()) + span
+
+    def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
+        """Attention maps from the first pass on L_SAM steps."""
+        return {"output_attentions": True} if self.plan(step, total_steps)[2] else {}, {}
 
     def sam_loss(self, attentions: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """L_SAM averaged over the layer pairs, from the student's per-layer (B, H, T_s, T_s)."""
@@ -277,53 +307,24 @@ class SAMDLoss(nn.Module):
         ]
         return torch.stack(terms).mean()
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One SAMD training loss.
-
-        Args:
-            batch: padded tensors on the student's device: ``input_ids``/``attention_mask``
-                (B, T_s); ``t_pooled`` (B, D_t); for L_SAM ``s_real`` (B, T_s) bool, ``t_real``
-                (B, T_t) bool, ``t_attn`` (B, L, T_t, T_t) head-averaged attention of the
-                teacher's last L layers, ``overlap`` (B, T_s, T_t); for the span term
-                ``t_hidden`` (B, T_t, D_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t).
-            step: 0-based optimizer step.
-            total_steps: number of steps of the run (schedules are fractions of it).
-
-        Returns:
-            ``(loss, logs)``; logs hold floats ``loss``, ``task``, ``beta``, ``alpha`` and
-            ``mrd`` / ``sam`` / ``span`` only on steps where that term was computed.
-        """
-        if total_steps <= 0:
-            raise ValueError(f"total_steps must be ≥ 1, got {total_steps}.")
-        p = self.params
-        beta, alpha = p.schedule(min(max(step / total_steps, 0.0), 1.0))
-        sam_due = alpha > 0 and step % p.sam_every == 0
-        needed = BATCH_KEYS + (SAM_KEYS if sam_due else ()) + (SPAN_KEYS if p.span_hidden else ())
-        missing = [key for key in needed if key not in batch]
-        if missing:
-            raise KeyError(f"SAMD batch lacks {missing}; build it with the SAMD collator.")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        out1 = self.student(ids, mask, **({"output_attentions": True} if sam_due else {}))
-        s1 = out1["sentence_embedding"]  # (B, D_s)
-        s2 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s), other dropout mask
-        terms = {"task": self.task_loss(s1, s2)}
-        kd = []
+    def kd_terms(
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """``β·L_MRD + α·L_SAM [+ w_span·L_span]``; logs each computed term, β and α."""
+        p, (beta, alpha, sam_due) = self.params, self.plan(step, total_steps)
+        s1, terms, kd = out["sentence_embedding"], {}, []  # (B, D_s)
         if p.use_mrd:
             t = self.proj(batch["t_pooled"].to(self.proj.weight.dtype))  # (B, D_s)
             terms["mrd"] = matryoshka_distillation_loss(s1, t, self.dims, self.dim_weights)
             kd.append(beta * terms["mrd"])
         if sam_due:
-            terms["sam"] = self.sam_loss(out1["attentions"], batch)
+            terms["sam"] = self.sam_loss(out["attentions"], batch)
             kd.append(alpha * terms["sam"])
         if p.span_hidden:
             h_t = self.proj_tokens(batch["t_hidden"].to(self.proj_tokens.weight.dtype))
             terms["span"] = span_group_hidden_loss(
-                out1["token_embeddings"], h_t, batch["s_group"], batch["t_group"]
+                out["token_embeddings"], h_t, batch["s_group"], batch["t_group"]
             )
             kd.append(p.span_hidden_weight * terms["span"])
-        loss = p.w_task * terms["task"] + p.w_kd * sum(kd, torch.zeros((), device=s1.device))
-        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
-        logs = dict(zip(["loss", *terms], values.tolist(), strict=True))  # one host sync
-        return loss, {**logs, "beta": beta, "alpha": alpha}
+        total = sum(kd, torch.zeros((), device=s1.device))
+        return total, {**terms, "beta": beta, "alpha": alpha}

@@ -9,10 +9,10 @@ loss inside every CTKD method, and the reference step of ``scripts/bench.py``.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from dataclasses import dataclass
 
-from samd_common.losses.common import info_nce
+from samd_common.losses.base import Objective
+from samd_common.losses.params import Params
 from samd_common.models import SentenceEncoder
 
 CITATION = """@inproceedings{gao2021simcse,
@@ -24,19 +24,39 @@ CITATION = """@inproceedings{gao2021simcse,
 }"""
 
 
-class SimCSELoss(nn.Module):
-    """Two dropout passes of the student, in-batch InfoNCE; no teacher, no parameters of its own."""
+@dataclass
+class SimCSEParams(Params):
+    """SimCSE hyper-parameters."""
 
-    def __init__(self, student: SentenceEncoder, temperature: float = 0.07) -> None:
-        super().__init__()
-        self.student, self.temperature = student, temperature
+    method = "SimCSE"
+    temperature: float = 0.07  # InfoNCE τ (SimCSE: 0.05; 0.07 as every method here)
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss on ``input_ids``/``attention_mask`` (B, T_s); ``step`` is unused."""
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        s1 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s)
-        s2 = self.student(ids, mask)["sentence_embedding"]  # (B, D_s), other dropout mask
-        loss = info_nce(s1, s2, self.temperature)
-        return loss, {"loss": loss.item()}
+    def rules(self) -> dict[str, bool]:
+        """A positive temperature."""
+        return {"temperature > 0": self.temperature > 0}
+
+
+class SimCSELoss(Objective):
+    """Two dropout passes of the student, in-batch InfoNCE; no teacher, no parameters of its own.
+
+    ``L = −mean_i log softmax_j(cos(s1_i, s2_j) / τ)[i]``
+
+    Args:
+        student: the encoder being trained.
+        params: ``SimCSEParams`` (τ); default τ = 0.07.
+
+    References:
+        Gao et al., "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021,
+        https://arxiv.org/abs/2104.08821
+
+    Example:
+        >>> objective = SimCSELoss(load_encoder("tiny-student"))
+        >>> batch = objective.student.tokenize(["a cat", "a dog", "two birds"])
+        >>> loss, logs = objective(batch, step=0, total_steps=1)  # logs: {"loss": …}
+    """
+
+    name = "SimCSE"
+    log_task = False  # the loss is the task loss
+
+    def __init__(self, student: SentenceEncoder, params: SimCSEParams | None = None) -> None:
+        super().__init__(student, params or SimCSEParams())

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.common import info_nce, params_from_dict
+from samd_common.losses.base import Logged, Objective, Outputs
+from samd_common.losses.params import DistillParams
 from samd_common.models import SentenceEncoder
 from samd_common.skd.senses import SenseTable, tokenizer_fingerprint
 
@@ -101,6 +102,50 @@ def sense_scores(
     return torch.cat(parts).masked_fill(~valid, -torch.inf), valid
 
 
+def lookup_entries(
+    token_ids: torch.Tensor, entry_of_id: torch.Tensor, offsets: torch.Tensor, min_senses: int = 1
+) -> torch.Tensor:
+    """Dictionary entry of each token id; −1 without one or with fewer than ``min_senses`` senses.
+
+    Args:
+        token_ids: (...) long token ids.
+        entry_of_id: (V,) long entry of each id, −1 without one.
+        offsets: (E + 1,) long row ranges of the entries' senses.
+        min_senses: entries with fewer senses count as none (at least 1).
+
+    Returns:
+        (...) long entries.
+    """
+    entry = torch.full_like(token_ids, -1)
+    known = (token_ids >= 0) & (token_ids < len(entry_of_id))
+    entry[known] = entry_of_id[token_ids[known]]
+    ok = entry >= 0
+    size = torch.zeros_like(entry)
+    size[ok] = offsets[entry[ok] + 1] - offsets[entry[ok]]
+    return torch.where(size >= max(min_senses, 1), entry, -1)
+
+
+def _check_sense_shapes(
+    student_states: torch.Tensor,
+    teacher_states: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    s_group: torch.Tensor,
+    t_group: torch.Tensor,
+    centroids: torch.Tensor,
+) -> None:
+    """Raise ``ValueError`` unless the shapes are those of :func:`sense_distillation_loss`."""
+    (b_s, t_s, d), t_t = student_states.shape, teacher_states.shape[1]
+    if teacher_states.shape != (b_s, t_t, d) or centroids.shape[1] != d:
+        raise ValueError(
+            f"student_states {tuple(student_states.shape)} must be projected to the teacher "
+            f"width D_t of teacher_states {tuple(teacher_states.shape)} and centroids "
+            f"{tuple(centroids.shape)}; project with W first."
+        )
+    shapes_ok = s_group.shape == (b_s, t_s) and t_group.shape == teacher_ids.shape == (b_s, t_t)
+    if not shapes_ok:
+        raise ValueError("s_group must be (B, T_s); t_group and teacher_ids (B, T_t).")
+
+
 def sense_distillation_loss(
     student_states: torch.Tensor,
     teacher_states: torch.Tensor,
@@ -111,7 +156,7 @@ def sense_distillation_loss(
     offsets: torch.Tensor,
     entry_of_id: torch.Tensor,
     min_senses: int = 2,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
     """Sense classification loss over all span-group pairs with a dictionary entry.
 
     ``L = mean_{(b,j,i)} CE(C_v · x[b,j], argmax_k C_v · h_t[b,i])``, ``v = teacher_ids[b,i]``.
@@ -129,32 +174,23 @@ def sense_distillation_loss(
 
     Returns:
         ``(loss, stats)``: 0-d fp32 loss — an exact 0 still attached to ``student_states`` when no
-        pair has an entry — and ``pairs`` (used), ``sense_acc`` (share of pairs whose argmax
-        matches the target).
+        pair has an entry — and ``pairs`` (float, pairs used), ``sense_acc`` (0-d tensor, share of
+        pairs whose argmax matches the target; a tensor so that logging needs no extra sync).
+
+    References:
+        Wang et al., "Multi-Sense Embeddings for Language Models and Knowledge Distillation",
+        Findings of ACL 2025, https://arxiv.org/abs/2504.06036
     """
-    (b_s, t_s, d), t_t = student_states.shape, teacher_states.shape[1]
-    if teacher_states.shape != (b_s, t_t, d) or centroids.shape[1] != d:
-        raise ValueError(
-            f"student_states {tuple(student_states.shape)} must be projected to the teacher "
-            f"width D_t of teacher_states {tuple(teacher_states.shape)} and centroids "
-            f"{tuple(centroids.shape)}; project with W first."
-        )
-    shapes_ok = s_group.shape == (b_s, t_s) and t_group.shape == teacher_ids.shape == (b_s, t_t)
-    if not shapes_ok:
-        raise ValueError("s_group must be (B, T_s); t_group and teacher_ids (B, T_t).")
+    _check_sense_shapes(student_states, teacher_states, teacher_ids, s_group, t_group, centroids)
     zero = student_states.sum() * 0.0  # keeps the graph when nothing is supervised
     b, j, i = span_group_pairs(s_group, t_group)
-    v = teacher_ids[b, i]
-    entry = torch.full_like(v, -1)
-    known = v < len(entry_of_id)
-    entry[known] = entry_of_id[v[known]]
-    size = torch.zeros_like(entry)
-    size[entry >= 0] = offsets[entry[entry >= 0] + 1] - offsets[entry[entry >= 0]]
-    keep = size >= max(min_senses, 1)  # (P,) mapped to an entry with enough senses
+    entry = lookup_entries(teacher_ids[b, i], entry_of_id, offsets, min_senses)
+    keep = entry >= 0  # (P,) mapped to an entry with enough senses
     b, j, i, entry = b[keep], j[keep], i[keep], entry[keep]
     if len(entry) == 0:  # still a collective under DDP, like the branch below
         empty = torch.zeros(1, device=zero.device)
-        return masked_mean_across_ranks(empty, empty) + zero, {"pairs": 0.0, "sense_acc": 0.0}
+        loss = masked_mean_across_ranks(empty, empty) + zero
+        return loss, {"pairs": 0.0, "sense_acc": torch.zeros((), device=zero.device)}
     with torch.autocast(device_type=student_states.device.type, enabled=False):
         with torch.no_grad():
             target_scores, _ = sense_scores(teacher_states[b, i], entry, centroids, offsets)
@@ -162,7 +198,7 @@ def sense_distillation_loss(
         logits, _ = sense_scores(student_states[b, j], entry, centroids, offsets)  # (P, K)
         ce = F.cross_entropy(logits, target, reduction="none")  # (P,)
         loss = masked_mean_across_ranks(ce, torch.ones_like(ce)) + zero
-    acc = float((logits.detach().argmax(1) == target).float().mean())
+    acc = (logits.detach().argmax(1) == target).float().mean()
     return loss, {"pairs": float(len(entry)), "sense_acc": acc}
 
 
@@ -229,50 +265,85 @@ class SenseDictionary(nn.Module):
 
     def entries(self, token_ids: torch.Tensor, min_senses: int = 1) -> torch.Tensor:
         """Entry of each token id (−1 without one, or with fewer than ``min_senses`` senses)."""
-        entry = torch.full_like(token_ids, -1)
-        known = (token_ids >= 0) & (token_ids < len(self.entry_of_id))
-        entry[known] = self.entry_of_id[token_ids[known]]
-        ok = entry >= 0
-        size = torch.zeros_like(entry)
-        size[ok] = self.offsets[entry[ok] + 1] - self.offsets[entry[ok]]
-        return torch.where(ok & (size >= min_senses), entry, -1)
+        return lookup_entries(token_ids, self.entry_of_id, self.offsets, min_senses)
 
 
 @dataclass
-class SKDParams:
+class SKDParams(DistillParams):
     """SKD hyper-parameters (reference: sense loss only, dot-product senses, lr 5e-6)."""
 
+    method = "SKD"
+    w_task: float = 0.0  # SimCSE weight; 0 in the reference (DESIGN §6 default 0.5 not used)
+    w_kd: float = 1.0  # weight of the sense loss
     dictionary: str | None = None  # folder of the sense dictionary (clustering.cluster_senses)
     projection: str = "auto"  # auto | identity | linear; auto = identity iff same tokenizer+width
-    w_kd: float = 1.0  # weight of the sense loss
-    w_task: float = 0.0  # SimCSE weight; 0 in the reference (DESIGN §6 default 0.5 not used)
-    temperature: float = 0.07  # InfoNCE τ when w_task > 0
     min_senses: int = 2  # entries with fewer senses are not trained on
     mode: str = "all"  # all (one dictionary from every task) | sep (one per task); pipeline only
 
-    def __post_init__(self) -> None:
-        bad = []
-        if self.projection not in ("auto", "identity", "linear"):
-            bad.append("projection in auto|identity|linear")
-        if self.mode not in ("all", "sep"):
-            bad.append("mode in all|sep")
-        if min(self.w_kd, self.w_task) < 0 or self.temperature <= 0 or self.min_senses < 1:
-            bad.append("w_kd, w_task ≥ 0, temperature > 0, min_senses ≥ 1")
-        if bad:
-            raise ValueError(f"Invalid SKDParams, need {'; '.join(bad)} (got {self}).")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SKDParams:
-        """Build from a plain dict; unknown keys raise ``ValueError`` with a suggestion."""
-        return params_from_dict(cls, d, "SKD")
+    def rules(self) -> dict[str, bool]:
+        """The shared weight rules, known projection and mode, ``min_senses ≥ 1``."""
+        return {
+            **super().rules(),
+            "projection in auto|identity|linear": self.projection in ("auto", "identity", "linear"),
+            "mode in all|sep": self.mode in ("all", "sep"),
+            "min_senses ≥ 1": self.min_senses >= 1,
+        }
 
 
-class SKDLoss(nn.Module):
-    """Owns the student, the projection W and the dictionary; ``forward`` is one training step."""
+def _check_dictionary(p: SKDParams, dictionary, student: SentenceEncoder, teacher_width) -> None:
+    """Raise ``ValueError`` without a dictionary, or for an identity W across widths."""
+    if dictionary is None or (isinstance(dictionary, (str, Path)) and not str(dictionary)):
+        raise ValueError(
+            "SKD needs params['dictionary']: the folder written by clustering.cluster_senses "
+            "(`python scripts/skd.py cluster …`); samd_common.skd.run.run_skd builds and passes it."
+        )
+    if teacher_width and p.projection == "identity":
+        if teacher_width != student.backbone.config.hidden_size:
+            raise ValueError("projection='identity' needs the teacher's width; use 'linear'.")
 
-    def __init__(self, student: SentenceEncoder, dictionary, params: SKDParams | None = None):
-        super().__init__()
-        self.params = p = params or SKDParams()
+
+class SKDLoss(Objective):
+    """SKD objective: owns the student, the projection W and the sense dictionary.
+
+    ``L = w_kd · mean_{(j,i)} CE(C_v W h_s[j], argmax_k C_v h_t[i]) [+ w_task · InfoNCE]``; the
+    student runs once unless ``w_task > 0``.
+
+    Args:
+        student: the encoder being trained.
+        dictionary: a clustered ``SenseTable`` or its folder; None takes ``params.dictionary``.
+        params: ``SKDParams``; default the reference (sense loss only).
+        teacher_hidden_dim: the teacher's token-state width, checked against an identity W.
+
+    The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
+    ``attention_mask`` (B, T_s), ``t_hidden`` (B, T_t, D_t), ``t_input_ids`` (B, T_t) and the span
+    groups ``s_group`` (B, T_s), ``t_group`` (B, T_t). Logs: ``loss``, ``sense``, ``pairs``,
+    ``sense_acc`` and, with ``w_task > 0``, ``task``.
+
+    References:
+        Wang et al., "Multi-Sense Embeddings for Language Models and Knowledge Distillation",
+        Findings of ACL 2025, https://arxiv.org/abs/2504.06036
+
+    Example:
+        >>> objective = SKDLoss(student, "work/dictionary-all")  # clustering.cluster_senses output
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: as above
+        >>> loss.backward()  # reaches the student and W (when W is not the identity)
+    """
+
+    name = "SKD"
+    batch_keys = BATCH_KEYS
+    batch_hint = "build it with DistillDataset.collate on the teacher cache."
+
+    def __init__(
+        self,
+        student: SentenceEncoder,
+        dictionary=None,
+        params: SKDParams | None = None,
+        teacher_hidden_dim: int | None = None,
+    ) -> None:
+        super().__init__(student, params or SKDParams())
+        p = self.params
+        dictionary = p.dictionary if dictionary is None else dictionary
+        _check_dictionary(p, dictionary, student, teacher_hidden_dim)
         if isinstance(dictionary, (str, Path)):
             dictionary = SenseTable.load(dictionary)
         if dictionary.meta.get("kind") != "senses":
@@ -280,7 +351,6 @@ class SKDLoss(nn.Module):
                 "SKDLoss needs a clustered sense dictionary (kind='senses'); run "
                 "clustering.cluster_senses (scripts/skd.py cluster) on the gathered states first."
             )
-        self.student = student
         self.senses = SenseDictionary(dictionary)
         d_s, d_t = student.backbone.config.hidden_size, self.senses.dim
         same_tok = dictionary.meta.get("tokenizer") == tokenizer_fingerprint(student.tokenizer)
@@ -300,15 +370,15 @@ class SKDLoss(nn.Module):
         """(B, T, D_s) → (B, T, D_t): ``W h_s``."""
         return self.proj(token_states)
 
-    def forward(
-        self, batch: dict[str, torch.Tensor], step: int, total_steps: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One step on a collated ``DistillDataset`` batch (teacher cache required)."""
-        missing = [k for k in BATCH_KEYS if k not in batch]
-        if missing:
-            raise ValueError(f"SKD needs teacher-cache batch keys {missing}; build the cache.")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        out = self.student(ids, mask)
+    @property
+    def uses_task(self) -> bool:
+        """SimCSE (and its second pass) only with ``w_task > 0``."""
+        return self.params.w_task > 0
+
+    def kd_terms(
+        self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
+    ) -> tuple[torch.Tensor, Logged]:
+        """The sense loss; logs it, the pairs used and the sense accuracy."""
         x = self.project(out["token_embeddings"])  # (B, T_s, D_t)
         kd, stats = sense_distillation_loss(
             x,
@@ -321,30 +391,17 @@ class SKDLoss(nn.Module):
             self.senses.entry_of_id,
             self.params.min_senses,
         )
-        loss = self.params.w_kd * kd
-        logs = {"sense": float(kd.detach()), **stats}
-        if self.params.w_task > 0:
-            s2 = self.student(ids, mask)["sentence_embedding"]  # second dropout view
-            task = info_nce(out["sentence_embedding"], s2, self.params.temperature)
-            loss = loss + self.params.w_task * task
-            logs["task"] = float(task.detach())
-        logs["loss"] = float(loss.detach())
-        return loss, logs
+        return kd, {"sense": kd, **stats}
 
 
 def build_skd(student: SentenceEncoder, teacher, params: dict) -> SKDLoss:
-    """Registry builder: ``params["dictionary"]`` is the sense-dictionary folder (required).
+    """Build SKD from registry-style arguments: ``params["dictionary"]`` is the sense folder.
+
+    The registry (``methods.build``) does the same for ``get_method("SKD")``; this spelling also
+    accepts ``teacher=None``.
 
     Raises:
         ValueError: no dictionary given, or invalid parameters.
     """
-    p = SKDParams.from_dict(params)
-    if not p.dictionary:
-        raise ValueError(
-            "SKD needs params['dictionary']: the folder written by clustering.cluster_senses "
-            "(`python scripts/skd.py cluster …`); samd_common.skd.run.run_skd builds and passes it."
-        )
-    if teacher is not None and teacher.hidden_dim and p.projection == "identity":
-        if teacher.hidden_dim != student.backbone.config.hidden_size:
-            raise ValueError("projection='identity' needs the teacher's width; use 'linear'.")
-    return SKDLoss(student, p.dictionary, p)
+    width = teacher.hidden_dim if teacher is not None else None
+    return SKDLoss(student, params=SKDParams.from_dict(params), teacher_hidden_dim=width)
