@@ -78,10 +78,11 @@ class Objective(nn.Module):
             loss; ``w_task``/``w_kd`` by the mix when there are distillation terms).
 
     Example:
-        >>> objective = SimCSELoss(student)  # student: a SentenceEncoder; a concrete subclass
-        >>> batch = {"input_ids": ids, "attention_mask": mask}  # (B, T_s) each
-        >>> loss, logs = objective(batch, step=0, total_steps=100)
-        >>> loss.backward()
+        >>> class Plain(Objective):  # SimCSE alone: the default task loss, no KD terms
+        ...     name = "plain"
+        >>> objective = Plain(student, DistillParams())  # student: a SentenceEncoder
+        >>> loss, logs = objective(student.tokenize(["a cat", "a dog"]), step=0, total_steps=1)
+        >>> logs  # {'loss': …, 'task': …}
     """
 
     name: ClassVar[str] = "objective"  # method name in error messages

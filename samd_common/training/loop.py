@@ -9,7 +9,7 @@ returns ``(loss, logs)``.
 Under ``torchrun``/``accelerate launch`` the same loop runs with DDP (gloo on CPU, nccl on CUDA):
 the global batches are those of one process (``GlobalBatchSampler``), each rank takes a
 contiguous slice, and the losses are written so that DDP's gradient average equals the
-single-process gradient (``samd_common.losses.common``). ``tests/test_distributed.py`` checks
+single-process gradient (``samd_common.losses.contrastive``). ``tests/test_distributed.py`` checks
 that two CPU processes end with the weights of one.
 """
 
