@@ -7,19 +7,29 @@ hidden size, ``K`` number of Matryoshka dims, ``N`` number of evaluation example
 
 from __future__ import annotations
 
-from samd_common.config import EvalConfig, RunConfig
+from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, MTEBConfig, Preset
 from samd_common.data.tasks import TASKS, DataError, TaskSpec, get_task, load_task, load_tasks
 from samd_common.evaluation.suite import SuiteResult, evaluate_suite, truncate
 from samd_common.models import MODELS, ModelSpec, SentenceEncoder, load_encoder
-from samd_common.reporting.results import format_table, record_results, suite_table
+from samd_common.reporting.results import (
+    RunRecord,
+    format_table,
+    load_record,
+    record_results,
+    suite_table,
+)
 
 __all__ = [
     "MODELS",
+    "PRESETS",
     "TASKS",
     "DataError",
     "EvalConfig",
+    "ExperimentConfig",
+    "MTEBConfig",
     "ModelSpec",
-    "RunConfig",
+    "Preset",
+    "RunRecord",
     "SentenceEncoder",
     "SuiteResult",
     "TaskSpec",
@@ -27,6 +37,7 @@ __all__ = [
     "format_table",
     "get_task",
     "load_encoder",
+    "load_record",
     "load_task",
     "load_tasks",
     "record_results",

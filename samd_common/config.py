@@ -1,5 +1,10 @@
 """Typed run configuration: one dataclass per concern, defaults equal to the paper setting.
 
+:class:`EvalConfig` / :class:`MTEBConfig` (the two evaluation protocols), the preset table
+(:data:`PRESETS` of :class:`Preset`), :class:`ExperimentConfig` (one run), and the contract of
+``experiment.run_experiment``'s stages: :class:`RunState` (what they hand to each other) and
+:class:`RunHooks` (a registry entry's own stages, e.g. SKD's).
+
 Paths resolve from the environment when not given explicitly:
 ``SAMD_EVAL_DIR`` (evaluation CSVs), ``SAMD_TRAIN_CSV`` (distillation corpus),
 ``SAMD_OUTPUT_DIR`` (results) and ``SAMD_CACHE_DIR`` (provisioned models, teacher cache).
@@ -8,7 +13,8 @@ Paths resolve from the environment when not given explicitly:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,80 +92,154 @@ class EvalConfig:
 
 
 @dataclass
-class RunConfig:
-    """Everything that defines one run; saved with its results."""
+class MTEBConfig:
+    """How the MTEB classification protocol is run (DESIGN.md §7.2; SKD is scored with it)."""
 
-    method: str = "eval"
-    """Registry key of the method (``eval`` for a plain evaluation)."""
-    model: str = "minilm-l6"
-    """Model short name, Hugging Face id or local directory."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Evaluation settings."""
-    output_dir: str | None = None
-    """Where results go; None → ``$SAMD_OUTPUT_DIR`` or ``outputs/``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view of the config (``dataclasses.asdict``)."""
-        return asdict(self)
+    tasks: tuple[str, ...] = ()
+    """MTEB task names (``evaluation.mteb_tasks.MTEB_TASKS``; make_config also takes 1–16)."""
+    splits: tuple[str, ...] | None = None
+    """Evaluation splits; None = the task's own (Emotion: validation and test)."""
+    n_experiments: int | None = None
+    """Undersampling experiments per task; None = the task's own (10)."""
+    samples_per_label: int | None = None
+    """Training rows per label; None = the task's own (MTEB metadata: 8, Emotion 16)."""
 
 
-PRESETS: dict[str, dict[str, Any]] = {
+@dataclass(frozen=True)
+class Preset:
+    """One row of :data:`PRESETS`: the values a run takes unless given explicitly."""
+
+    teacher: str  # short name, Hugging Face id or local dir
+    student: str  # short name, HF id, local dir, or "teacher:N" (the teacher's first N layers)
+    max_texts: int | None  # corpus cap (seeded sample; SKD: per task); None = all
+    max_length: int  # token cap for student and teacher
+    epochs: int  # passes over the corpus
+    batch_size: int  # texts per step
+    lr: float  # peak learning rate of the student
+    train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig fields (proj_lr)
+    max_train: int | None = None  # suite: cap on classifier/threshold fit rows; None = all
+    max_test: int | None = None  # suite: cap on test rows; None = all
+    dims: tuple[int, ...] | None = None  # suite: Matryoshka dims; None = the halving series
+    eval_seed: int | None = None  # suite: subsample/classifier seed; None = the run's seed
+    mteb_tasks: tuple[str, ...] = ("Banking77Classification", "EmotionClassification")  # MTEB
+    mteb_splits: tuple[str, ...] | None = None  # MTEB: evaluation splits; None = the task's own
+    n_experiments: int | None = None  # MTEB: experiments per task; None = the task's own (10)
+    params: dict[str, Any] = field(default_factory=dict)  # method parameters the preset sets
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method replacements
+
+    def for_method(self, name: str) -> Preset:
+        """This preset with ``methods[name]``'s values in place of the shared ones."""
+        return replace(self, **self.methods.get(name, {}), methods={})
+
+
+PRESETS: dict[str, Preset] = {
     # Seconds on CPU: tiny random models with two tokenizers, synthetic data (tests, CI).
-    "smoke": {
-        "teacher": "tiny-teacher",
-        "student": "tiny-student",
-        "max_texts": 64,
-        "max_length": 32,
-        "epochs": 1,
-        "batch_size": 16,
-        "lr": 5e-4,
-        "max_train": 60,
-        "max_test": None,
-        "dims": None,
-    },
+    "smoke": Preset(
+        teacher="tiny-teacher",
+        student="tiny-student",
+        max_texts=64,
+        max_length=32,
+        epochs=1,
+        batch_size=16,
+        lr=5e-4,
+        max_train=60,
+        n_experiments=2,
+        methods={
+            "SKD": {
+                "max_texts": None,
+                "batch_size": 32,
+                "train": {"proj_lr": None},  # W at the student's lr
+                "params": {"max_per_token": 50, "cluster": "mcl"},
+            }
+        },
+    ),
     # Minutes on a 2-core CPU: the default offline pair on a small clean corpus, capped eval.
-    "demo": {
-        "teacher": "e5-small",
-        "student": "minilm-l6",
-        "max_texts": 640,
-        "max_length": 64,
-        "epochs": 1,
-        "batch_size": 32,
-        "lr": 2e-5,
-        "max_train": 1000,
-        "max_test": 500,
-        "dims": (384, 256, 128, 64),
-    },
+    # SKD: 2,000 training texts per MTEB task, k-means clustering (fast mode), test split only.
+    "demo": Preset(
+        teacher="e5-small",
+        student="minilm-l6",
+        max_texts=640,
+        max_length=64,
+        epochs=1,
+        batch_size=32,
+        lr=2e-5,
+        max_train=1000,
+        max_test=500,
+        dims=(384, 256, 128, 64),
+        mteb_splits=("test",),  # the headline split only, to save encoding time
+        methods={
+            "SKD": {
+                "max_texts": 2000,
+                "train": {"proj_lr": 1e-3},  # W starts at the identity and must move in few steps
+                "params": {"max_per_token": 200, "cluster": "kmeans"},
+            }
+        },
+    ),
     # The CPU benchmark (results/cpu-bench): a stronger teacher, 600 clean texts per in-domain
     # source (3,600), one epoch, evaluation capped at 1,000 fit / 1,000 test rows per task with a
     # fixed subsample (eval_seed) so that every method and seed is scored on the same rows.
-    "cpu-bench": {
-        "teacher": "embeddinggemma-300m",
-        "student": "minilm-l6",
-        "max_texts": 3600,
-        "max_length": 128,
-        "epochs": 1,
-        "batch_size": 32,
-        "lr": 2e-5,
-        "max_train": 1000,
-        "max_test": 1000,
-        "eval_seed": 0,
-        "dims": (384, 256, 128, 64),
-    },
+    # SKD: 600 training texts per MTEB task, k-means, test split only.
+    "cpu-bench": Preset(
+        teacher="embeddinggemma-300m",
+        student="minilm-l6",
+        max_texts=3600,
+        max_length=128,
+        epochs=1,
+        batch_size=32,
+        lr=2e-5,
+        max_train=1000,
+        max_test=1000,
+        eval_seed=0,
+        dims=(384, 256, 128, 64),
+        mteb_splits=("test",),
+        methods={
+            "SKD": {
+                "max_texts": 600,
+                "train": {"proj_lr": 1e-3},
+                "params": {"max_per_token": 200, "cluster": "kmeans"},
+            }
+        },
+    ),
     # The paper setting: 5 epochs, lr 2e-5, batch 32, cosine schedule, full corpus and eval.
-    "full": {
-        "teacher": "e5-small",
-        "student": "minilm-l6",
-        "max_texts": None,
-        "max_length": 128,
-        "epochs": 5,
-        "batch_size": 32,
-        "lr": 2e-5,
-        "max_train": None,
-        "max_test": None,
-        "dims": None,
-    },
+    # SKD's reference: the LLM2Vec-Llama-3-8B teacher, its first 4 layers as student, the 16
+    # reference tasks, 5 epochs at lr 5e-6 (Llama/run_train.sh; batch size not given there).
+    "full": Preset(
+        teacher="e5-small",
+        student="minilm-l6",
+        max_texts=None,
+        max_length=128,
+        epochs=5,
+        batch_size=32,
+        lr=2e-5,
+        mteb_tasks=tuple(str(i) for i in range(1, 17)),
+        methods={
+            "SKD": {
+                "teacher": "llm2vec-llama3-8b",
+                "student": "teacher:4",
+                "max_length": 512,
+                "lr": 5e-6,
+                "train": {"proj_lr": None},
+                "params": {"max_per_token": 1000, "cluster": "mcl"},
+            }
+        },
+    ),
 }
+
+
+def get_preset(name: str) -> Preset:
+    """``PRESETS[name]``, or ``ValueError`` naming the presets."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return PRESETS[name]
+
+
+def default_mteb_dir() -> Path | None:
+    """``$SAMD_MTEB_DIR``, else ``../shared/data/mteb`` next to the repository, else None."""
+    env = env_path("SAMD_MTEB_DIR", None)
+    if env is not None:
+        return env
+    guess = Path(__file__).resolve().parents[2] / "shared" / "data" / "mteb"
+    return guess if guess.is_dir() else None
 
 
 @dataclass
@@ -168,23 +248,71 @@ class ExperimentConfig:
 
     method: str  # registry key = notebook name, e.g. "SAMD"
     teacher: str  # short name, Hugging Face id or local dir
-    student: str  # short name, Hugging Face id or local dir
+    student: str  # short name, HF id, local dir, or "teacher:N" (SKD: the teacher's first N)
     preset: str  # smoke | demo | cpu-bench | full
     seed: int  # seeds everything (data order, dropout, eval subsampling)
     output_dir: str  # run folder parent (results JSON, student, checkpoints)
-    train_csv: str | None  # corpus (text[,source]); None → build a clean one from eval_dir
-    eval_dir: str | None  # task CSVs; None → $SAMD_EVAL_DIR
-    max_texts: int | None  # corpus cap (seeded sample); None = all
+    train_csv: str | None  # corpus (text[,source]); None → a clean one from eval_dir (SKD: tasks')
+    eval_dir: str | None  # task CSVs; None → $SAMD_EVAL_DIR (MTEB: {Task}_{split}.csv files)
+    max_texts: int | None  # corpus cap (seeded sample; SKD: per task); None = all
     max_length: int  # token cap for student and teacher
     teacher_layers: int  # last teacher layers whose attention is cached
     params: dict[str, Any]  # method hyper-parameters (validated by the method)
     train: Any  # training.TrainConfig
-    eval: EvalConfig  # evaluation settings
+    eval: EvalConfig | MTEBConfig  # the registry entry's protocol: the 9-task suite or MTEB
     eval_before: bool = True  # also evaluate the undistilled student (the "before" row)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (``dataclasses.asdict``)."""
         return asdict(self)
+
+
+Stage = Callable[["RunState"], None]
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """A registry entry's own parts of ``experiment.run_experiment`` (None: the shared one).
+
+    Each stage takes the run's :class:`RunState` and fills its part of it; the stages run in the
+    order of the fields below.
+    """
+
+    protocol: str = "suite"  # evaluation protocol: "suite" (EvalConfig) | "mteb" (MTEBConfig)
+    flavour: Callable[[ExperimentConfig], str] | None = None  # run label; None = the method
+    settings: type | None = None  # dataclass of the method's pipeline parameters (in params)
+    inputs: Stage | None = None  # evaluation tasks and training texts
+    models: Stage | None = None  # the student (and what it is derived from)
+    eval_before: Stage | None = None  # the undistilled student's scores
+    teacher_cache: Stage | None = None  # the teacher's outputs over the texts
+    train: Stage | None = None  # the method on the student
+    eval_after: Stage | None = None  # the distilled student's scores
+
+
+@dataclass
+class RunState:
+    """What the stages of one run (``experiment.run_experiment``) hand to each other."""
+
+    cfg: ExperimentConfig  # the run's config
+    run_dir: Path  # the run folder
+    spec: Any  # its registry entry (methods.MethodSpec)
+    build_method: Callable[..., Any]  # (student, teacher cache | None, params) → loss module
+    flavour: str = ""  # run label: the method, or its variant (SKD-sep)
+    tasks: Any = None  # loaded evaluation tasks (suite: TaskData list; MTEB: by name)
+    texts: Any = None  # training texts (SKD: per task)
+    student: Any = None  # the SentenceEncoder being distilled
+    teacher: Any = None  # the teacher, while a stage needs it loaded
+    cache: Any = None  # teacher cache over ``texts``
+    dims: list[int] = field(default_factory=list)  # evaluated Matryoshka dims
+    metrics_before: dict[str, float] = field(default_factory=dict)  # undistilled student
+    metrics: dict[str, float] = field(default_factory=dict)  # distilled student
+    depths: list[int] = field(default_factory=list)  # elastic depth grid: layer counts
+    depth_grid: dict[str, float] = field(default_factory=dict)  # "{key}/L{k}"
+    train_summary: dict[str, Any] = field(default_factory=dict)  # steps, skipped, last step
+    students: dict[str, str] = field(default_factory=dict)  # saved student folders by name
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    extra: dict[str, Any] = field(default_factory=dict)  # the method's own record fields
+    scratch: dict[str, Any] = field(default_factory=dict)  # a method's own in-flight objects
 
 
 def halving_dims(width: int, minimum: int = 16) -> list[int]:

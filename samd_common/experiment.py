@@ -1,11 +1,21 @@
 """What the notebooks call: ``make_config`` → ``run_experiment`` → ``results_table`` / plots.
 
-A run: load the student and teacher, evaluate the undistilled student, cache the teacher over the
-corpus, train the registry method with the shared loop, save the student as a standard
-Hugging Face / sentence-transformers directory, evaluate it, and write one results JSON.
-Students are evaluated at every Matryoshka dim (``evaluation.default_dims``: the halving series
-of the width plus the configured dims); elastic-depth methods (ESE) also on a layers × dims grid,
-stored under ``depth_grid`` in the results JSON.
+``run_experiment`` runs every registry method through the same named stages, each a function
+of the run's :class:`~samd_common.config.RunState`:
+
+1. ``inputs`` — the evaluation tasks and the training corpus (a clean one is built if needed);
+2. ``models`` — the student;
+3. ``eval_before`` — the undistilled student's scores (memoised across runs);
+4. ``teacher_cache`` — the teacher run once over the corpus;
+5. ``train`` — the registry method on the student, with the shared loop;
+6. ``eval_after`` — the student saved as a standard Hugging Face / sentence-transformers folder
+   and scored at every Matryoshka dim (``evaluation.default_dims``); elastic-depth methods (ESE)
+   also on a layers × dims grid, stored under ``depth_grid``;
+
+then one results JSON (:class:`~samd_common.reporting.results.RunRecord`, also returned). A
+registry entry replaces any stage through its ``hooks`` (:class:`~samd_common.config.RunHooks`):
+SKD builds its sense dictionary as its teacher-cache stage and is scored with the MTEB protocol
+(``samd_common.skd.stages``).
 """
 
 from __future__ import annotations
@@ -14,32 +24,44 @@ import hashlib
 import logging
 import resource
 import time
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from samd_common.config import PRESETS, EvalConfig, ExperimentConfig, resolve_setting
+from samd_common.config import (
+    EvalConfig,
+    ExperimentConfig,
+    MTEBConfig,
+    Preset,
+    RunState,
+    default_mteb_dir,
+    get_preset,
+    resolve_setting,
+)
 from samd_common.data.corpus import build_corpus, load_corpus
 from samd_common.data.demo import write_demo_data
 from samd_common.data.tasks import load_tasks
 from samd_common.evaluation.memo import cached_evaluate
+from samd_common.evaluation.mteb_tasks import get_mteb_task
 from samd_common.evaluation.suite import default_dims, evaluate_depth_grid, evaluate_suite
-from samd_common.methods import TeacherInfo, get_method
+from samd_common.methods import MethodSpec, TeacherInfo, get_method
 from samd_common.models import load_encoder, save_encoder, transformer_layers
 from samd_common.models.tiny import resolve_model
-from samd_common.reporting.plots import plot_depth_grid as _plot_depth_grid
-from samd_common.reporting.plots import plot_dims
-from samd_common.reporting.results import RunRecord, comparison_table, record_results
+from samd_common.reporting.keys import with_depth
+from samd_common.reporting.plots import plot_depth_grid, plot_dims, plot_mteb
+from samd_common.reporting.results import RunRecord, record_results, results_table
 from samd_common.training.batching import DistillDataset
 from samd_common.training.loop import TrainConfig, seed_everything, train
 from samd_common.training.teacher_cache import build_teacher_cache
 
 log = logging.getLogger(__name__)
+STAGES = ("inputs", "models", "eval_before", "teacher_cache", "train", "eval_after")
 
 
+# ------------------------------------------------------------------ the config
 def make_config(
     method: str,
     *,
@@ -56,58 +78,163 @@ def make_config(
     max_texts: int | None = None,
     max_length: int | None = None,
     teacher_layers: int = 1,
+    tasks: str | list[str] | tuple[str, ...] | None = None,
     params: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> ExperimentConfig:
-    """Build the run config: explicit arguments > environment variables > preset values.
+    """Build the run config of any registry method: explicit arguments > environment > preset.
 
-    ``preset="smoke"`` ignores ``SAMD_TRAIN_CSV``/``SAMD_EVAL_DIR`` (it uses generated data).
-    ``overrides`` may set any ``TrainConfig`` or ``EvalConfig`` field by name.
+    Explicit arguments that are empty, 0 or None are unset. ``preset="smoke"`` ignores the
+    environment (it uses generated data). ``tasks`` may be a comma-separated string (MTEB: names
+    or reference indices, ``"2,4"``). ``overrides`` may set any ``TrainConfig`` field, any field
+    of the method's evaluation config (``EvalConfig``, or ``MTEBConfig`` for SKD), or any of the
+    method's parameters (SKD: ``mode="sep"``, ``cluster="kmeans"``; empty values are unset).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
-    spec, p = get_method(method), PRESETS[preset]
+    spec = get_method(method)
+    p = get_preset(preset).for_method(spec.name)
+    train_over, eval_over, param_over = _split_overrides(spec, overrides)
+    train_csv, eval_dir = _data_paths(spec.hooks.protocol, preset, train_csv, eval_dir)
     use_env = preset != "smoke"
-    train_fields = {f.name for f in fields(TrainConfig)}
-    eval_fields = {f.name for f in fields(EvalConfig)}
-    unknown = set(overrides) - train_fields - eval_fields
-    if unknown:
-        raise ValueError(
-            f"Unknown setting(s) {sorted(unknown)}; TrainConfig/EvalConfig fields: "
-            f"{sorted(train_fields | eval_fields)}."
-        )
-    tcfg = TrainConfig(
-        epochs=epochs or p["epochs"],
-        lr=lr or p["lr"],
-        batch_size=batch_size or p["batch_size"],
-        seed=seed,
-        **{**spec.train_defaults, **{k: v for k, v in overrides.items() if k in train_fields}},
-    )
-    preset_eval = {"max_train": p["max_train"], "max_test": p["max_test"], "dims": p["dims"]}
-    ecfg = EvalConfig(
-        seed=p.get("eval_seed", seed),
-        **{**preset_eval, **{k: v for k, v in overrides.items() if k in eval_fields}},
-    )
-    out = resolve_setting(output_dir, "outputs", "SAMD_OUTPUT_DIR", use_env)
     return ExperimentConfig(
         method=spec.name,
-        teacher=teacher or p["teacher"],
-        student=student or p["student"],
+        teacher=teacher or p.teacher,
+        student=student or p.student,
         preset=preset,
         seed=seed,
-        output_dir=out,
-        train_csv=resolve_setting(train_csv, None, "SAMD_TRAIN_CSV", use_env),
-        eval_dir=resolve_setting(eval_dir, None, "SAMD_EVAL_DIR", use_env),
-        max_texts=max_texts or p["max_texts"],
-        max_length=max_length or p["max_length"],
+        output_dir=resolve_setting(output_dir, "outputs", "SAMD_OUTPUT_DIR", use_env),
+        train_csv=train_csv,
+        eval_dir=eval_dir,
+        max_texts=max_texts or p.max_texts,
+        max_length=max_length or p.max_length,
         teacher_layers=teacher_layers,
-        params={**spec.defaults, **(params or {})},
-        train=tcfg,
-        eval=ecfg,
+        params={**_default_params(spec), **p.params, **(params or {}), **param_over},
+        train=TrainConfig(
+            epochs=epochs or p.epochs,
+            lr=lr or p.lr,
+            batch_size=batch_size or p.batch_size,
+            seed=seed,
+            **{**spec.train_defaults, **p.train, **train_over},
+        ),
+        eval=_eval_config(spec.hooks.protocol, p, seed, tasks, eval_over),
     )
 
 
-def _inputs(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
+def _default_params(spec: MethodSpec) -> dict[str, Any]:
+    """The registry defaults plus those of the method's own pipeline settings (SKD)."""
+    settings = spec.hooks.settings
+    return {**spec.defaults, **(asdict(settings()) if settings else {})}
+
+
+def _split_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> tuple[dict, dict, dict]:
+    """``overrides`` → (TrainConfig fields, evaluation-config fields, method parameters)."""
+    train_fields = {f.name for f in fields(TrainConfig)}
+    eval_type = MTEBConfig if spec.hooks.protocol == "mteb" else EvalConfig
+    eval_fields = {f.name for f in fields(eval_type)}
+    param_names = set(_default_params(spec))
+    unknown = set(overrides) - train_fields - eval_fields - param_names
+    if unknown:
+        raise ValueError(
+            f"Unknown setting(s) {sorted(unknown)}; TrainConfig/{eval_type.__name__} fields: "
+            f"{sorted(train_fields | eval_fields)}; {spec.name} parameters: {sorted(param_names)}."
+        )
+    train_over = {k: v for k, v in overrides.items() if k in train_fields}
+    eval_over = {k: v for k, v in overrides.items() if k in eval_fields}
+    own = param_names - train_fields - eval_fields
+    params = {k: v for k, v in overrides.items() if k in own and v is not None and v != ""}
+    return train_over, eval_over, params
+
+
+def _data_paths(
+    protocol: str, preset: str, train_csv: str | None, eval_dir: str | None
+) -> tuple[str | None, str | None]:
+    """The corpus CSV and the evaluation folder of a run (explicit values win).
+
+    Suite: ``$SAMD_TRAIN_CSV`` and ``$SAMD_EVAL_DIR``. MTEB: ``$SAMD_MTEB_DIR`` or
+    ``../shared/data/mteb``, and no corpus (the tasks' own texts). The smoke preset reads
+    neither (it writes its own data).
+    """
+    use_env = preset != "smoke"
+    if protocol == "mteb":
+        folder = eval_dir or (default_mteb_dir() if use_env else None)
+        return train_csv or None, str(folder) if folder else None
+    return (
+        resolve_setting(train_csv, None, "SAMD_TRAIN_CSV", use_env),
+        resolve_setting(eval_dir, None, "SAMD_EVAL_DIR", use_env),
+    )
+
+
+def _eval_config(
+    protocol: str, p: Preset, seed: int, tasks: Any, overrides: dict[str, Any]
+) -> EvalConfig | MTEBConfig:
+    """The evaluation config of the protocol, from the preset (``tasks``: names or a string)."""
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+    if protocol == "mteb":
+        names = tuple(get_mteb_task(t).name for t in (tasks or p.mteb_tasks))
+        preset = {"splits": p.mteb_splits, "n_experiments": p.n_experiments}
+        return MTEBConfig(tasks=names, **{**preset, **overrides})
+    preset = {"max_train": p.max_train, "max_test": p.max_test, "dims": p.dims}
+    preset["tasks"] = tuple(tasks) if tasks else None
+    seed = seed if p.eval_seed is None else p.eval_seed
+    return EvalConfig(seed=seed, **{**preset, **overrides})
+
+
+def method_builder(cfg: ExperimentConfig) -> Callable[..., Any]:
+    """``build(student, cache, params)``: the registry's loss module for ``cfg``'s method.
+
+    ``cache`` is the teacher cache (None for teacher-free methods); the teacher's widths are read
+    off it. Stages of ``samd_common.skd`` get this instead of importing the registry.
+    """
+    spec = get_method(cfg.method)
+
+    def build(student, cache, params: dict[str, Any]):
+        info = None if cache is None else TeacherInfo.from_cache(cfg.teacher, cache)
+        return spec.build(student, info, params)
+
+    return build
+
+
+# ------------------------------------------------------------------ the run
+def run_experiment(cfg: ExperimentConfig) -> RunRecord:
+    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method``, score it, record it.
+
+    Runs :data:`STAGES` in order (a registry entry's ``hooks`` replace some, see the module
+    docstring), timing each, then writes ``results.json`` into the run folder.
+    """
+    run = start_run(cfg)
+    started = time.perf_counter()
+    for name in STAGES:
+        t0 = time.perf_counter()
+        (getattr(run.spec.hooks, name) or DEFAULT_STAGES[name])(run)
+        run.timings[f"{name}_s"] = time.perf_counter() - t0
+    run.timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    run.timings["total_s"] = time.perf_counter() - started
+    return record_run(run)
+
+
+def run_name(cfg: ExperimentConfig, flavour: str) -> str:
+    """The run folder's name: ``{flavour}-{teacher}-to-{student}-{preset}-seed{seed}``."""
+    teacher, student = Path(cfg.teacher).name, Path(cfg.student).name.replace(":", "")
+    return f"{flavour}-{teacher}-to-{student}-{cfg.preset}-seed{cfg.seed}"
+
+
+def start_run(cfg: ExperimentConfig) -> RunState:
+    """Seed everything and create the run folder (seeding first: it fixes every later draw)."""
+    spec = get_method(cfg.method)
+    seed_everything(cfg.seed)
+    flavour = spec.hooks.flavour(cfg) if spec.hooks.flavour else spec.name
+    run_dir = Path(cfg.output_dir) / run_name(cfg, flavour)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunState(cfg, run_dir, spec, method_builder(cfg), flavour=flavour)
+
+
+def load_inputs(run: RunState) -> None:
+    """Stage ``inputs``: the 9 evaluation tasks and the corpus texts."""
+    eval_dir, run.texts, run.extra["corpus"] = _corpus(run.cfg, run.run_dir)
+    run.tasks = load_tasks(run.cfg.eval.tasks, eval_dir)
+
+
+def _corpus(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
     """Evaluation folder and corpus texts (building demo data / a clean corpus if needed)."""
     eval_dir = Path(cfg.eval_dir) if cfg.eval_dir else None
     if eval_dir is None and cfg.preset == "smoke":
@@ -134,158 +261,141 @@ def _inputs(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict
     return eval_dir, texts, info
 
 
-@dataclass
-class ExperimentResult:
-    """What ``run_experiment`` returns (and writes as JSON)."""
-
-    config: ExperimentConfig
-    metrics: dict[str, float]
-    metrics_before: dict[str, float]
-    dims: list[int]
-    results_path: Path
-    student_dir: Path
-    history: list[dict[str, float]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    depth_grid: dict[str, float] = field(default_factory=dict)  # "{key}@{dim}/L{k}" (ESE only)
-    depths: list[int] = field(default_factory=list)  # layer counts of depth_grid
-
-
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
-    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.method`` and evaluate it."""
-    spec = get_method(cfg.method)
-    seed_everything(cfg.seed)
-    run_dir = (
-        Path(cfg.output_dir) / f"{cfg.method}-{Path(cfg.teacher).name}-to-"
-        f"{Path(cfg.student).name}-{cfg.preset}-seed{cfg.seed}"
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    eval_dir, texts, corpus_info = _inputs(cfg, run_dir)
-    tasks = load_tasks(cfg.eval.tasks, eval_dir)
-    student = load_encoder(
+def load_models(run: RunState) -> None:
+    """Stage ``models``: the student, and the dims it is scored at."""
+    cfg = run.cfg
+    run.student = load_encoder(
         resolve_model(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
     )
-    dims = default_dims(student.dim, cfg.eval.dims)  # halving series + configured dims
-    if spec.elastic_depth:
-        transformer_layers(student.backbone)  # fail now, not after training, if unsupported
+    run.dims = default_dims(run.student.dim, cfg.eval.dims)  # halving series + configured dims
+    if run.spec.elastic_depth:
+        transformer_layers(run.student.backbone)  # fail now, not after training, if unsupported
 
-    def evaluate(model) -> Any:
-        return evaluate_suite(
-            lambda t: model.encode(t, batch_size=cfg.eval.batch_size), tasks, dims, cfg.eval
-        )
 
-    before = (
-        cached_evaluate(student, tasks, dims, cfg.eval, lambda: evaluate(student))
-        if cfg.eval_before
-        else None
+def _evaluate(run: RunState, **encode_kw: Any):
+    """The student's suite scores at ``run.dims``."""
+    cfg, student = run.cfg, run.student
+    encode = lambda t: student.encode(t, batch_size=cfg.eval.batch_size, **encode_kw)  # noqa: E731
+    return evaluate_suite(encode, run.tasks, run.dims, cfg.eval)
+
+
+def evaluate_before(run: RunState) -> None:
+    """Stage ``eval_before``: the undistilled student (memoised: identical across a sweep)."""
+    if run.cfg.eval_before:
+        evaluate = lambda: _evaluate(run)  # noqa: E731
+        result = cached_evaluate(run.student, run.tasks, run.dims, run.cfg.eval, evaluate)
+        run.metrics_before = result.metrics
+
+
+def cache_teacher(run: RunState) -> None:
+    """Stage ``teacher_cache``: the teacher's outputs over the corpus (teacher-free: nothing)."""
+    if not run.spec.needs_teacher:
+        return
+    cfg = run.cfg
+    teacher = load_encoder(
+        resolve_model(cfg.teacher),
+        max_length=cfg.max_length,
+        attn_implementation="eager",
+        device=run.student.device,
     )
-    timings["eval_before_s"] = time.perf_counter() - t0
-    info, cache = None, None
-    if spec.needs_teacher:
-        t1 = time.perf_counter()
-        teacher = load_encoder(
-            resolve_model(cfg.teacher),
-            max_length=cfg.max_length,
-            attn_implementation="eager",
-            device=student.device,
-        )
-        cache = build_teacher_cache(teacher, texts, cfg.max_length, cfg.teacher_layers)
-        info = TeacherInfo.from_cache(cfg.teacher, cache)
-        del teacher
-        timings["teacher_cache_s"] = time.perf_counter() - t1
+    run.cache = build_teacher_cache(teacher, run.texts, cfg.max_length, cfg.teacher_layers)
+
+
+def train_method(run: RunState) -> None:
+    """Stage ``train``: the registry method around the student, trained by the shared loop."""
+    cfg, student = run.cfg, run.student
     dataset = DistillDataset(
-        texts, student.tokenizer, cfg.max_length, student.spec.prompt, cache, maps=spec.maps
+        run.texts,
+        student.tokenizer,
+        cfg.max_length,
+        student.spec.prompt,
+        run.cache,
+        maps=run.spec.maps,
     )
-    method = spec.build(student, info, cfg.params).to(student.device)
-    cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run_dir / "checkpoints")
-    t2 = time.perf_counter()
+    method = run.build_method(student, run.cache, cfg.params).to(student.device)
+    cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run.run_dir / "checkpoints")
     history = train(method, dataset, cfg.train, collate_fn=dataset.collate)
-    timings["train_s"] = time.perf_counter() - t2
-    timings["step_median_s"] = float(np.median(history.step_times)) if history.step_times else 0
-    student_dir = save_encoder(student, run_dir / "student")
-    after = evaluate(student)
-    grid, depths = {}, []
-    if spec.elastic_depth:  # layers × dims; the full depth is `after` itself
-        t3 = time.perf_counter()
-        depths = list(range(1, student.num_layers + 1))
-        if len(depths) > 1:
-            grid = evaluate_depth_grid(
-                lambda t, k: student.encode(t, batch_size=cfg.eval.batch_size, num_layers=k),
-                tasks,
-                depths[:-1],
-                dims,
-                cfg.eval,
-            ).metrics
-        grid.update({f"{key}/L{depths[-1]}": value for key, value in after.metrics.items()})
-        timings["eval_depth_grid_s"] = time.perf_counter() - t3
-    timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    timings["total_s"] = time.perf_counter() - t0
-    metrics = after.metrics
-    path = record_results(
-        RunRecord(
-            cfg.method,
-            cfg.student,
-            cfg.to_dict(),
-            metrics,
-            before.metrics if before else {},
-            after.dims,
-            depths,
-            grid,
-            teacher=cfg.teacher,
-            timings=timings,
-            train={
-                "steps": len(history.steps),
-                "skipped_nonfinite": history.skipped_nonfinite,
-                "last": history.steps[-1:],
-            },
-            extra={"corpus": corpus_info},
-        ),
-        run_dir / "results.json",
-    )
-    log.info("results: %s", path)
-    return ExperimentResult(
-        cfg,
-        metrics,
-        before.metrics if before else {},
-        after.dims,
-        path,
-        student_dir,
-        history.steps,
-        timings,
-        grid,
-        depths,
-    )
-
-
-def results_table(result: ExperimentResult) -> pd.DataFrame:
-    """Main score per task (rows) × dim, undistilled student next to the distilled one."""
-    return comparison_table(
-        result.metrics, result.metrics_before, result.dims, result.config.method
-    )
-
-
-def _payload(result: ExperimentResult) -> dict[str, Any]:
-    """The fields of the results JSON that the plots read."""
-    return {
-        "method": result.config.method,
-        "config": result.config.to_dict(),
-        "metrics": result.metrics,
-        "metrics_before": result.metrics_before,
-        "dims": result.dims,
-        "depths": result.depths,
-        "depth_grid": result.depth_grid,
+    median = float(np.median(history.step_times)) if history.step_times else 0
+    run.timings["step_median_s"] = median
+    run.train_summary = {
+        "steps": len(history.steps),
+        "skipped_nonfinite": history.skipped_nonfinite,
+        "last": history.steps[-1:],
     }
 
 
-def plot_matryoshka(result: ExperimentResult, path: str | Path | None = None):
+def evaluate_after(run: RunState) -> None:
+    """Stage ``eval_after``: save the student, score it (and its depth grid, ESE)."""
+    run.students["student"] = str(save_encoder(run.student, run.run_dir / "student"))
+    after = _evaluate(run)
+    run.metrics, run.dims = after.metrics, after.dims
+    if run.spec.elastic_depth:
+        t0 = time.perf_counter()
+        evaluate_depths(run)
+        run.timings["eval_depth_grid_s"] = time.perf_counter() - t0
+
+
+def evaluate_depths(run: RunState) -> None:
+    """Layers × dims grid of an elastic-depth student; the full depth is ``run.metrics``."""
+    run.depths = list(range(1, run.student.num_layers + 1))
+    grid = {}
+    if len(run.depths) > 1:
+        cfg, student = run.cfg, run.student
+        encode = lambda t, k: student.encode(t, batch_size=cfg.eval.batch_size, num_layers=k)  # noqa: E731
+        grid = evaluate_depth_grid(encode, run.tasks, run.depths[:-1], run.dims, cfg.eval).metrics
+    grid.update({with_depth(key, run.depths[-1]): v for key, v in run.metrics.items()})
+    run.depth_grid = grid
+
+
+DEFAULT_STAGES: dict[str, Callable[[RunState], None]] = {
+    "inputs": load_inputs,
+    "models": load_models,
+    "eval_before": evaluate_before,
+    "teacher_cache": cache_teacher,
+    "train": train_method,
+    "eval_after": evaluate_after,
+}
+
+
+def record_run(run: RunState) -> RunRecord:
+    """Write the run's ``results.json`` and return its record."""
+    cfg = run.cfg
+    record = RunRecord(
+        cfg.method,
+        cfg.student,
+        cfg.to_dict(),
+        run.metrics,
+        run.metrics_before,
+        run.dims,
+        run.depths,
+        run.depth_grid,
+        teacher=cfg.teacher,
+        students=run.students,
+        timings=run.timings,
+        train=run.train_summary,
+        extra={"flavour": run.flavour, **run.extra},
+    )
+    path = record_results(record, run.run_dir / "results.json")
+    log.info("results: %s", path)
+    return record
+
+
+# ------------------------------------------------------------------ tables and plots
+def plot_matryoshka(result: RunRecord, path: str | Path | None = None):
     """Average main score vs embedding dim per task family (in-domain, OOD), before and after.
 
     Delegates to ``samd_common.reporting.plots.plot_dims``; ``path`` saves a PNG.
     """
-    return plot_dims(_payload(result), path)
+    return plot_dims(result, path)
 
 
-def plot_depth_grid(result: ExperimentResult, path: str | Path | None = None):
-    """Layers × dims heat map of an elastic-depth (ESE) run (``samd_common.reporting.plots``)."""
-    return _plot_depth_grid(_payload(result), path)
+__all__ = [
+    "STAGES",
+    "make_config",
+    "method_builder",
+    "plot_depth_grid",
+    "plot_matryoshka",
+    "plot_mteb",
+    "results_table",
+    "run_experiment",
+]

@@ -13,11 +13,13 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from samd_common.config import RunHooks
 from samd_common.losses import cdm, dskd, emo, ese, mined, mrl, samd
 from samd_common.losses.base import Objective
 from samd_common.losses.params import Params
 from samd_common.models import SentenceEncoder
 from samd_common.skd import loss as skd
+from samd_common.skd import stages as skd_stages
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class MethodSpec:
     maps: tuple[str, ...] = ()  # string maps DistillDataset adds (alignment.STRING_MAPS)
     train_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig values (proj_lr)
     ours: bool = False  # the project's own method (SAMD, SAMD-MRL); the rest are baselines
+    hooks: RunHooks = RunHooks()  # its own stages of experiment.run_experiment (SKD's)
 
     def build(
         self, student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
@@ -189,6 +192,7 @@ METHODS: dict[str, MethodSpec] = {
                 "token states replaced by their senses or left continuous."
             ),
             citation=skd.CITATION,
+            hooks=skd_stages.HOOKS,  # sense dictionary, MTEB protocol (samd_common.skd.stages)
         ),
         MethodSpec(
             "DSKD",

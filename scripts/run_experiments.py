@@ -20,12 +20,16 @@ is in every run's results (``metrics_before``). ``scripts/collect_results.py`` b
 machine from the committed files, and ``collect_results.py DIR`` rebuilds the tables from them.
 
 SKD (``CTKD/SKD.ipynb``) is evaluated with the MTEB classification protocol on its own task
-files, so ``eval_dir``/``train_csv`` parameters are not passed to it.
+files, so ``eval_dir``/``train_csv`` parameters are not passed to it; its own parameters go in
+as ``--param mode=sep --param student=teacher:4 --param cluster=mcl --param jobs=2``. Its
+teacher row under that protocol: ``scripts/evaluate.py --protocol mteb ... --output
+DIR/_reference/teacher-<model>-mteb.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -34,6 +38,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from samd_common.config import get_preset
+from samd_common.files import write_json_atomic
 from samd_common.methods import METHODS, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,22 +81,30 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
     return run_dir / "results.json"
 
 
-def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
-    """Evaluate the teacher once with the preset's evaluation protocol (skipped if done)."""
-    from samd_common.config import PRESETS
-    from samd_common.evaluation.cli import main as evaluate_main
+def evaluate_script():
+    """``scripts/evaluate.py`` as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_script", ROOT / "scripts" / "evaluate.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    p = PRESETS[preset]
-    teacher = teacher or p["teacher"]
+
+def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
+    """Evaluate the teacher once with the preset's suite protocol (skipped if done)."""
+    p = get_preset(preset)
+    teacher = teacher or p.teacher
     path = out / "_reference" / f"teacher-{Path(teacher).name}.json"
     if path.is_file():
         return path
-    argv = ["--model", teacher, "--output", str(path), "--seed", str(p.get("eval_seed", 0))]
-    argv += ["--max-length", str(p["max_length"])]
+    seed = 0 if p.eval_seed is None else p.eval_seed
+    argv = ["--model", teacher, "--output", str(path), "--seed", str(seed)]
+    argv += ["--max-length", str(p.max_length)]
     argv += ["--eval-dir", str(params["eval_dir"])] if params.get("eval_dir") else []
-    for flag, key in (("--max-train", "max_train"), ("--max-test", "max_test")):
-        argv += [flag, str(p[key])] if p[key] else []
-    if evaluate_main(argv) != 0:
+    for flag, value in (("--max-train", p.max_train), ("--max-test", p.max_test)):
+        argv += [flag, str(value)] if value else []
+    if evaluate_script().main(argv) != 0:
         raise RuntimeError(f"teacher evaluation failed: {argv}")
     return path
 
@@ -99,10 +113,7 @@ def archive_copy(src: Path, archive: Path | None, rel: Path) -> None:
     """Copy a finished results JSON into the archive tree (atomically; no-op without one)."""
     if archive is None or not src.is_file():
         return
-    from samd_common.files import write_json_atomic
-    from samd_common.reporting.results import load_results
-
-    write_json_atomic(archive / rel, load_results(src))
+    write_json_atomic(archive / rel, json.loads(src.read_text(encoding="utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             params = dict(base)
-            if method == "SKD":  # MTEB task files, not the 9-task suite
+            if get_method(method).hooks.protocol == "mteb":  # SKD: MTEB task files, not the suite
                 params = {k: v for k, v in params.items() if k not in ("eval_dir", "train_csv")}
             archive_copy(run_one(method, seed, run_dir, params), args.archive, rel)
             done += 1

@@ -1,4 +1,4 @@
-r"""SKD (sense-dictionary distillation) pipeline, one command per step; every step resumes.
+r"""SKD's steps one at a time (sense-dictionary distillation); every step resumes.
 
     # 1. gather teacher token states per task (skipped when the task's table is complete)
     python scripts/skd.py gather --teacher e5-small --task 2 --task 4 --out runs/skd/gather
@@ -12,11 +12,10 @@ r"""SKD (sense-dictionary distillation) pipeline, one command per step; every st
         --dictionary runs/skd/dictionary --out runs/skd/student
     # 5. MTEB classification scores, replace and continuous modes
     python scripts/skd.py evaluate runs/skd/student/model --teacher e5-small --task 2 --task 4
-    # any encoder on MTEB tasks (e.g. to check the evaluator against published scores)
-    python scripts/skd.py evaluate-model minilm-l6 --task Banking77 --task Emotion
-    # everything at once (what CTKD/SKD.ipynb runs)
-    python scripts/skd.py all --preset demo --mode all
 
+The whole pipeline is an ordinary run: ``CTKD/SKD.ipynb``, or ``scripts/run_experiments.py
+--methods SKD --preset demo --param mode=sep ...`` (``make_config("SKD")`` →
+``run_experiment``); any encoder's MTEB scores: ``scripts/evaluate.py --protocol mteb``.
 Tasks are MTEB names or SKD reference indices 1–16; data comes from --data-dir (default
 $SAMD_MTEB_DIR or ../shared/data/mteb).
 """
@@ -29,19 +28,19 @@ import logging
 import sys
 from pathlib import Path
 
+from samd_common.config import PRESETS, ExperimentConfig, default_mteb_dir
 from samd_common.data.tasks import DataError
-from samd_common.evaluation.mteb import evaluate_mteb
 from samd_common.evaluation.mteb_tasks import load_mteb_task
+from samd_common.experiment import make_config, method_builder
 from samd_common.models import load_encoder
 from samd_common.models.tiny import resolve_model
-from samd_common.reporting.results import RunRecord, record_results
 from samd_common.skd import clustering, senses
-from samd_common.skd import run as skd
 from samd_common.skd import steps as skd_steps
+from samd_common.training.teacher_cache import build_teacher_cache
 
 
 def _texts(args) -> dict[str, list[str]]:
-    data_dir = args.data_dir or skd.default_mteb_dir()
+    data_dir = args.data_dir or default_mteb_dir()
     out = {}
     for key in args.task:
         ts = load_mteb_task(key, data_dir, splits=[])
@@ -88,28 +87,27 @@ def cmd_cluster(args) -> None:
     )
 
 
-def _config(args, **extra) -> skd.SKDConfig:
-    return skd.make_skd_config(
-        mode=getattr(args, "mode", "all"),
+def _config(args, **extra) -> ExperimentConfig:
+    return make_config(
+        "SKD",
         teacher=args.teacher,
         student=getattr(args, "student", None),
         tasks=args.task,
         eval_dir=args.data_dir,
         preset=args.preset,
         seed=args.seed,
-        output_dir=getattr(args, "output_dir", None),
         epochs=getattr(args, "epochs", None),
         lr=getattr(args, "lr", None),
         batch_size=getattr(args, "batch_size", None),
         max_texts=args.max_texts,
-        **{k: v for k, v in {"max_length": args.max_length, **extra}.items() if v is not None},
+        max_length=args.max_length,
+        mode=getattr(args, "mode", None),
+        **{k: v for k, v in extra.items() if v is not None},
     )
 
 
 def cmd_train(args) -> None:
     """Train a student with the sense loss on the tasks' training texts."""
-    from samd_common.training.teacher_cache import build_teacher_cache
-
     cfg = _config(args)
     teacher = load_encoder(
         resolve_model(cfg.teacher), max_length=cfg.max_length, attn_implementation="eager"
@@ -117,8 +115,10 @@ def cmd_train(args) -> None:
     corpus = [t for group in _texts(args).values() for t in group]
     cache = build_teacher_cache(teacher, corpus, cfg.max_length, layers=1)
     out = Path(args.out)
-    method, history = skd.train_student(cfg, teacher, Path(args.dictionary), corpus, cache, out)
-    skd.save_student(method, Path(args.dictionary), out / "model")
+    dictionary = Path(args.dictionary)
+    build = method_builder(cfg)
+    method, history = skd_steps.train_student(cfg, teacher, dictionary, corpus, cache, out, build)
+    skd_steps.save_student(method, dictionary, out / "model")
     print(f"trained {len(history.steps)} steps → {out / 'model'}")
 
 
@@ -132,55 +132,34 @@ def cmd_evaluate(args) -> None:
     """MTEB scores of a trained SKD student in every evaluation mode."""
     cfg = _config(args, n_experiments=args.n_experiments)
     teacher_tok = load_encoder(resolve_model(cfg.teacher), device="cpu")
-    method = skd.load_skd_student(args.student_dir)
-    tasks = [load_mteb_task(t, cfg.data_dir) for t in cfg.tasks]
-    res = skd.evaluate_student(cfg, method, teacher_tok.tokenizer, teacher_tok.spec.prompt, tasks)
+    method = skd_steps.load_skd_student(args.student_dir)
+    tasks = [load_mteb_task(t, cfg.eval_dir) for t in cfg.eval.tasks]
+    prompt = teacher_tok.spec.prompt
+    res = skd_steps.evaluate_student(cfg, method, teacher_tok.tokenizer, prompt, tasks)
     metrics = {f"{m}/{k}": v for m, r in res.items() for k, v in r.metrics.items()}
     _print_metrics(metrics)
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=1))
 
 
-def cmd_evaluate_model(args) -> None:
-    """MTEB scores of any encoder (no senses)."""
-    enc = load_encoder(resolve_model(args.model), max_length=args.max_length or 256)
-    data_dir = args.data_dir or skd.default_mteb_dir()
-    tasks = [load_mteb_task(t, data_dir, splits=args.split or None) for t in args.task]
-    res = evaluate_mteb(
-        lambda t: enc.encode(t, show_progress=True), tasks, n_experiments=args.n_experiments
-    )
-    _print_metrics(res.metrics)
-    if args.json:  # a reference evaluation: collect_results.py reads it from _reference/
-        config = {"tasks": args.task, "splits": args.split, "max_length": enc.max_length}
-        record_results(RunRecord("eval", args.model, config, res.metrics), args.json)
+def _common(p: argparse.ArgumentParser) -> None:
+    """The task and data arguments of gather, train and evaluate."""
+    p.add_argument("--task", action="append", default=[], help="name or index 1–16")
+    p.add_argument("--data-dir", default=None, help="folder of {Task}_{split}.csv")
+    p.add_argument("--max-texts", type=int, default=None, help="cap per task (seeded)")
+    p.add_argument("--max-length", type=int, default=None, help="default: the preset's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="full", choices=sorted(PRESETS))
 
 
-def cmd_all(args) -> None:
-    """Run the whole pipeline (run_skd)."""
-    cfg = _config(args, cluster=args.method, jobs=args.jobs)
-    result = skd.run_skd(cfg)
-    print(skd.skd_table(result).to_string())
-    print("results:", result.results_path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run one step."""
+def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per step."""
     top = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = top.add_subparsers(dest="cmd", required=True)
-
-    def common(p, tasks=True):
-        if tasks:
-            p.add_argument("--task", action="append", default=[], help="name or index 1–16")
-        p.add_argument("--data-dir", default=None, help="folder of {Task}_{split}.csv")
-        p.add_argument("--max-texts", type=int, default=None, help="cap per task (seeded)")
-        p.add_argument("--max-length", type=int, default=None, help="default: the preset's")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--preset", default="full", choices=sorted(skd.SKD_PRESETS))
-
     p = sub.add_parser("gather", help="teacher token states per task (reservoir sampling)")
-    common(p)
+    _common(p)
     p.add_argument("--teacher", required=True)
     p.add_argument("--out", required=True, help="folder; one table per task inside")
     p.add_argument("--max-per-token", type=int, default=1000)
@@ -204,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_cluster)
 
     p = sub.add_parser("train", help="train a student with the sense loss")
-    common(p)
+    _common(p)
     p.add_argument("--teacher", required=True)
     p.add_argument("--student", required=True, help="name/dir or teacher:N (first N layers)")
     p.add_argument("--dictionary", required=True)
@@ -216,35 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("evaluate", help="MTEB scores of a trained SKD student (both modes)")
-    common(p)
+    _common(p)
     p.add_argument("student_dir")
     p.add_argument("--teacher", required=True, help="its tokenizer maps tokens to senses")
     p.add_argument("--n-experiments", type=int, default=None)
     p.add_argument("--json", default=None)
     p.set_defaults(fn=cmd_evaluate)
+    return top
 
-    p = sub.add_parser("evaluate-model", help="MTEB classification scores of any encoder")
-    common(p)
-    p.add_argument("model")
-    p.add_argument("--split", action="append", default=[], help="evaluation split(s)")
-    p.add_argument("--n-experiments", type=int, default=None)
-    p.add_argument("--json", default=None)
-    p.set_defaults(fn=cmd_evaluate_model)
 
-    p = sub.add_parser("all", help="the whole pipeline (as CTKD/SKD.ipynb)")
-    common(p)
-    p.add_argument("--mode", default="all", choices=["all", "sep"])
-    p.add_argument("--teacher", default=None)
-    p.add_argument("--student", default=None)
-    p.add_argument("--output-dir", default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--method", default=None, choices=["mcl", "kmeans"])
-    p.add_argument("--jobs", type=int, default=1)
-    p.set_defaults(fn=cmd_all)
-
-    args = top.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run one step."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.fn(args)

@@ -414,10 +414,11 @@ def test_encode_with_instruction_pools_text_tokens_only(tiny_llm2vec):
 
 
 # ------------------------------------------------------------------ the pipeline
-def test_run_skd_sep_reference_setting_smoke(tmp_path):
-    from samd_common.skd.run import make_skd_config, run_skd, skd_table
+def test_skd_sep_reference_setting_runs_through_run_experiment(tmp_path):
+    from samd_common.experiment import make_config, results_table, run_experiment
 
-    cfg = make_skd_config(
+    cfg = make_config(
+        "SKD",
         mode="sep",
         student="teacher:2",
         preset="smoke",
@@ -425,40 +426,56 @@ def test_run_skd_sep_reference_setting_smoke(tmp_path):
         n_experiments=1,
         max_texts=40,
     )
-    result = run_skd(cfg)
+    result = run_experiment(cfg)
     payload = json.loads(Path(result.results_path).read_text())
     assert payload["flavour"] == "SKD-sep" and payload["method"] == "SKD"
+    assert result.results_path.parent.name.startswith("SKD-sep-tiny-teacher-to-teacher2-")
     assert set(payload["dictionaries"]) == {"Banking77Classification", "EmotionClassification"}
     for mode in ("replace", "continuous"):
         assert np.isfinite(payload["metrics"][f"{mode}/EmotionClassification/accuracy@48"])
-    assert np.isfinite(payload["metrics"]["avg/all/id@48"])
-    assert skd_table(result).shape[0] == 2
+    assert np.isfinite(payload["metrics"]["avg/all/id@48"]) and payload["dims"] == [48]
+    assert set(payload["timings"]) >= {"train_s", "eval_after_s", "total_s"}
+    assert results_table(result).shape[0] == 2
     for name in ("Banking77Classification", "EmotionClassification"):
-        assert (result.student_dirs[name] / "skd_head.pt").is_file()
-    again = run_skd(cfg)  # resumes: dictionaries are reused
+        assert (Path(result.students[name]) / "skd_head.pt").is_file()
+    again = run_experiment(cfg)  # resumes: dictionaries are reused
     assert again.metrics == result.metrics
 
 
-def test_evaluate_model_json_is_a_reference_for_collect_results(tmp_path):
-    """``skd.py evaluate-model --json`` writes a results payload that the SKD table reads."""
+def test_skd_settings_are_checked_before_anything_runs(tmp_path):
+    from samd_common.experiment import make_config, run_experiment
+
+    out = str(tmp_path)
+    with pytest.raises(ValueError, match="cluster in mcl"):
+        run_experiment(make_config("SKD", preset="smoke", output_dir=out, cluster="dbscan"))
+    with pytest.raises(ValueError, match="Unknown SKD parameter"):
+        run_experiment(make_config("SKD", preset="smoke", output_dir=out, params={"w_kdd": 1}))
+    cfg = make_config("SKD", preset="smoke", output_dir=out, mode="sep", train_csv="x.csv")
+    with pytest.raises(ValueError, match="only works with mode='all'"):
+        run_experiment(cfg)
+
+
+def test_mteb_evaluation_json_is_a_reference_for_collect_results(tmp_path):
+    """``scripts/evaluate.py --protocol mteb --output`` writes a record the SKD table reads."""
     import importlib.util
 
     from samd_common.reporting.tables import load_references, mteb_summary
     from samd_common.skd.steps import write_smoke_data
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("skd_cli", root / "scripts" / "skd.py")
+    spec = importlib.util.spec_from_file_location("evaluate_cli", root / "scripts" / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     data = write_smoke_data(tmp_path / "mteb")
     out = tmp_path / "sweep" / "_reference" / "teacher-tiny.json"
-    out.parent.mkdir(parents=True)
-    argv = ["evaluate-model", "tiny-teacher", "--task", "Banking77", "--data-dir", str(data)]
-    assert cli.main([*argv, "--split", "test", "--n-experiments", "1", "--json", str(out)]) == 0
+    argv = ["--protocol", "mteb", "--model", "tiny-teacher", "--tasks", "Banking77"]
+    argv += ["--eval-dir", str(data), "--splits", "test", "--n-experiments", "1"]
+    assert cli.main([*argv, "--output", str(out)]) == 0
     payload = json.loads(out.read_text())
     assert payload["method"] == "eval" and payload["model"] == "tiny-teacher"
-    assert "torch" in payload["env"] and payload["config"]["splits"] == ["test"]
+    assert "torch" in payload["env"] and payload["config"]["eval"]["splits"] == ["test"]
     table = mteb_summary([], load_references(out.parent.parent))
     assert list(table.label.unique()) == ["teacher (tiny-teacher)"]
     assert table.loc[0, "column"].startswith("Banking77Classification@")
     assert 0.0 <= table.loc[0, "mean"] <= 100.0
+    assert cli.main([*argv[:4], "--tasks", "NoSuchTask", "--eval-dir", str(data)]) == 2

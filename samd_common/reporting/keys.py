@@ -49,6 +49,11 @@ def metric_key(head: str, dim: int, depth: int | None = None) -> str:
     return f"{head}@{dim}" + ("" if depth is None else f"/L{depth}")
 
 
+def with_depth(key: str, depth: int) -> str:
+    """``key`` (``"{head}@{dim}"``) as a point of an elastic-depth grid: ``"{key}/L{depth}"``."""
+    return f"{key}/L{depth}"
+
+
 def parse_key(key: str) -> MetricKey | None:
     """The parts of ``key``; None for a key without ``@{dim}`` (e.g. a count or a timing)."""
     m = _KEY.match(key)

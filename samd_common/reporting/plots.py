@@ -79,8 +79,7 @@ def plot_dims(
     """
     import matplotlib.pyplot as plt
 
-    one = isinstance(results, (dict, RunRecord))
-    runs = [_record(r) for r in ([results] if one else results)]
+    runs = [_record(r) for r in ([results] if isinstance(results, (dict, RunRecord)) else results)]
     if not runs:
         raise ValueError("plot_dims needs at least one results dict.")
     fig, axes = plt.subplots(1, len(FAMILIES), figsize=(4.2 * len(FAMILIES), 3.4), squeeze=False)

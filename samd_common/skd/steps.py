@@ -10,7 +10,8 @@
 * :func:`evaluate_student` — MTEB scores through :class:`SenseEncoder` (``replace`` /
   ``continuous``).
 
-``samd_common.skd.run.run_skd`` chains them; ``scripts/skd.py`` exposes them as commands.
+The stages in ``samd_common.skd.stages`` chain them inside ``experiment.run_experiment``;
+``scripts/skd.py`` exposes them as commands. ``cfg`` is always an ``ExperimentConfig`` of SKD.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,17 +28,17 @@ import numpy as np
 import torch
 
 from samd_common.alignment import align_batch, token_spans
+from samd_common.config import ExperimentConfig
 from samd_common.data.corpus import load_corpus
 from samd_common.data.demo import demo_frames
 from samd_common.evaluation.mteb import MTEBResult, evaluate_mteb
 from samd_common.evaluation.mteb_tasks import TaskSplits, load_mteb_task
 from samd_common.files import write_json_atomic
-from samd_common.methods import TeacherInfo, get_method
 from samd_common.models import SentenceEncoder, load_encoder, save_encoder
 from samd_common.models.llm2vec import first_layers
 from samd_common.models.tiny import resolve_model
 from samd_common.skd.clustering import cluster_senses
-from samd_common.skd.config import EVAL_MODES, SKDConfig
+from samd_common.skd.config import EVAL_MODES, split_params
 from samd_common.skd.loss import SKDLoss, SKDParams, replace_with_senses, span_group_pairs
 from samd_common.skd.senses import (
     SenseTable,
@@ -53,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ models and data
-def load_student(cfg: SKDConfig, teacher: SentenceEncoder) -> SentenceEncoder:
+def load_student(cfg: ExperimentConfig, teacher: SentenceEncoder) -> SentenceEncoder:
     """The student: ``"teacher:N"`` copies the teacher's first N layers, else ``load_encoder``."""
     if cfg.student.startswith("teacher:"):
         return first_layers(teacher, int(cfg.student.split(":", 1)[1]))
@@ -86,12 +88,14 @@ def _cap(texts: list[str], n: int | None, seed: int) -> list[str]:
     return [texts[i] for i in keep]
 
 
-def load_inputs(cfg: SKDConfig, run_dir: Path) -> tuple[dict[str, TaskSplits], dict[str, list]]:
+def load_inputs(
+    cfg: ExperimentConfig, run_dir: Path
+) -> tuple[dict[str, TaskSplits], dict[str, list]]:
     """Loaded tasks and each task's (capped) training texts."""
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else None
+    data_dir = Path(cfg.eval_dir) if cfg.eval_dir else None
     if data_dir is None and cfg.preset == "smoke":
         data_dir = write_smoke_data(Path(cfg.output_dir) / "skd-smoke-data")
-    tasks = {t: load_mteb_task(t, data_dir, cfg.eval_splits) for t in cfg.tasks}
+    tasks = {t: load_mteb_task(t, data_dir, cfg.eval.splits) for t in cfg.eval.tasks}
     texts = {}
     for name, ts in tasks.items():
         pool = [t for split in ts.subsets.values() for t in split[ts.task.train_split].texts]
@@ -170,13 +174,18 @@ class SenseEncoder:
 
 # ------------------------------------------------------------------ steps
 def build_dictionary(
-    cfg: SKDConfig, teacher: SentenceEncoder, texts: dict[str, list[str]], work: Path, name: str
+    cfg: ExperimentConfig,
+    teacher: SentenceEncoder,
+    texts: dict[str, list[str]],
+    work: Path,
+    name: str,
 ) -> tuple[Path, Any]:
     """Teacher cache over the texts, gather per task, merge (several tasks), cluster.
 
     Returns:
         ``(dictionary folder, teacher cache over the concatenated texts)``.
     """
+    _, settings = split_params(cfg.params)
     all_texts = [t for group in texts.values() for t in group]
     cache = build_teacher_cache(
         teacher, all_texts, cfg.max_length, layers=1, cache_dir=work / "teacher-cache"
@@ -188,7 +197,7 @@ def build_dictionary(
             group,
             work / "gather",
             task,
-            cfg.max_per_token,
+            settings.max_per_token,
             cfg.seed,
             cfg.max_length,
             cache=cache,
@@ -199,9 +208,9 @@ def build_dictionary(
     out = work / f"dictionary-{name}"
     stamp = {
         "from": {str(p): json.loads((p / "meta.json").read_text()) for p in tables},
-        "cluster": cfg.cluster,
+        "cluster": settings.cluster,
         "seed": cfg.seed,
-        "max_per_token": cfg.max_per_token,
+        "max_per_token": settings.max_per_token,
     }
     stamp_file = work / f"dictionary-{name}.json"
     if is_complete(out) and stamp_file.is_file():
@@ -209,21 +218,31 @@ def build_dictionary(
             log.info("dictionary %s: complete, skipped", out)
             return out, cache
     loaded = [SenseTable.load(p) for p in tables]
-    states = merge_tables(loaded, cfg.max_per_token, cfg.seed) if len(loaded) > 1 else loaded[0]
-    cluster_senses(states, cfg.cluster, cfg.jobs, cfg.seed, out_dir=out)
+    states = loaded[0]
+    if len(loaded) > 1:
+        states = merge_tables(loaded, settings.max_per_token, cfg.seed)
+    cluster_senses(states, settings.cluster, settings.jobs, cfg.seed, out_dir=out)
     write_json_atomic(stamp_file, stamp)
     return out, cache
 
 
 def train_student(
-    cfg: SKDConfig, teacher: SentenceEncoder, dictionary: Path, texts: list[str], cache, out: Path
+    cfg: ExperimentConfig,
+    teacher: SentenceEncoder,
+    dictionary: Path,
+    texts: list[str],
+    cache,
+    out: Path,
+    build: Callable[..., SKDLoss],
 ) -> tuple[SKDLoss, Any]:
-    """Build a fresh student and its SKD method, train it on ``texts`` (cached teacher)."""
-    seed_everything(cfg.seed)
+    """Build a fresh student and its SKD method, train it on ``texts`` (cached teacher).
+
+    ``build(student, cache, params)`` is the registry's builder (``experiment.method_builder``).
+    """
+    seed_everything(cfg.seed)  # the student's weights and W's start do not depend on the past
     student = load_student(cfg, teacher).train()
-    info = TeacherInfo.from_cache(cfg.teacher, cache)
-    params = {**get_method("SKD").defaults, **cfg.params, "mode": cfg.mode}
-    method = get_method("SKD").build(student, info, {**params, "dictionary": str(dictionary)})
+    params, _ = split_params(cfg.params)
+    method = build(student, cache, {**params, "dictionary": str(dictionary)})
     method = method.to(student.device)
     data = DistillDataset(texts, student.tokenizer, cfg.max_length, student.spec.prompt, cache)
     tcfg = TrainConfig(**{**asdict(cfg.train), "checkpoint_dir": str(out / "checkpoints")})
@@ -276,17 +295,20 @@ def load_skd_student(path: str | Path, device: str | None = None) -> SKDLoss:
 
 
 def evaluate_student(
-    cfg: SKDConfig,
+    cfg: ExperimentConfig,
     method: SKDLoss,
     teacher_tokenizer,
     teacher_prompt: str,
     tasks: list[TaskSplits],
 ) -> dict[str, MTEBResult]:
-    """MTEB classification scores of every mode in ``cfg.eval_modes``."""
+    """MTEB classification scores of every mode in the settings' ``eval_modes``."""
     out = {}
-    for mode in cfg.eval_modes:
+    for mode in split_params(cfg.params)[1].eval_modes:
         enc = SenseEncoder(method, teacher_tokenizer, teacher_prompt, mode, cfg.max_length)
         out[mode] = evaluate_mteb(
-            enc, tasks, samples_per_label=cfg.samples_per_label, n_experiments=cfg.n_experiments
+            enc,
+            tasks,
+            samples_per_label=cfg.eval.samples_per_label,
+            n_experiments=cfg.eval.n_experiments,
         )
     return out

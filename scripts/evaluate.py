@@ -1,0 +1,150 @@
+r"""Evaluate one model with either protocol and write a results JSON (e.g. a teacher reference).
+
+    # the 9-task suite (DESIGN.md §7.1)
+    python scripts/evaluate.py --model minilm-l6 --eval-dir ../shared/data/eval \
+        --output results.json [--dims 384 256 128 64] [--max-train N] [--tasks stsb sickr]
+    # the MTEB classification protocol (DESIGN.md §7.2), SKD's: tasks by name or index 1–16
+    python scripts/evaluate.py --protocol mteb --model e5-small --tasks Banking77 Emotion \
+        --splits test [--n-experiments N] [--eval-dir ../shared/data/mteb] --output ref.json
+
+The suite's folder defaults to $SAMD_EVAL_DIR, MTEB's to $SAMD_MTEB_DIR or ../shared/data/mteb.
+A results JSON written into a sweep's ``_reference/`` folder becomes a ``teacher (<model>)`` row
+of ``scripts/collect_results.py`` (the suite table, or the MTEB table for MTEB keys). All logic
+lives in ``samd_common`` (``evaluation``, ``models``, ``reporting``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from samd_common.config import EvalConfig, MTEBConfig, default_mteb_dir
+from samd_common.data.tasks import DataError, load_tasks
+from samd_common.evaluation.mteb import evaluate_mteb
+from samd_common.evaluation.mteb_tasks import load_mteb_task
+from samd_common.evaluation.suite import evaluate_suite
+from samd_common.models import load_encoder
+from samd_common.models.tiny import resolve_model
+from samd_common.reporting.results import RunRecord, format_table, record_results
+
+log = logging.getLogger("evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python scripts/evaluate.py``."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--protocol", default="suite", choices=["suite", "mteb"])
+    p.add_argument("--model", required=True, help="short name, Hugging Face id or local dir")
+    p.add_argument("--eval-dir", help="task CSV folder (default: see above)")
+    p.add_argument("--output", help="results JSON path (default: print only)")
+    p.add_argument("--tasks", nargs="+", help="subset of tasks (suite: names; MTEB: or 1–16)")
+    p.add_argument("--dims", type=int, nargs="+", help="Matryoshka dims (default: all that fit)")
+    p.add_argument("--max-train", type=int, help="suite: cap rows of classifier/threshold fits")
+    p.add_argument("--max-test", type=int, help="suite: cap test rows (quick looks only)")
+    p.add_argument("--splits", nargs="+", help="MTEB: evaluation splits (default: the task's)")
+    p.add_argument("--n-experiments", type=int, help="MTEB: experiments (default: 10)")
+    p.add_argument("--samples-per-label", type=int, help="MTEB: default the task's own")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="suite: subsample/classifier seed")
+    p.add_argument("--device", help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--progress", action="store_true", help="show an encoding progress bar")
+    return p
+
+
+def evaluate_on_suite(args, encoder) -> RunRecord:
+    """The 9-task suite at every dim; prints its table."""
+    cfg = EvalConfig(
+        eval_dir=args.eval_dir,
+        tasks=tuple(args.tasks) if args.tasks else None,
+        dims=tuple(args.dims) if args.dims else None,
+        max_train=args.max_train,
+        max_test=args.max_test,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    tasks = load_tasks(cfg.tasks, cfg.resolved_eval_dir())
+
+    def encode(texts: list[str]):
+        return encoder.encode(texts, batch_size=cfg.batch_size, show_progress=args.progress)
+
+    result = evaluate_suite(encode, tasks, cfg.dims, cfg)
+    sys.stdout.write(
+        f"\n{args.model}  (encode {result.timings['encode_s']:.1f}s, "
+        f"total {result.timings['total_s']:.1f}s, "
+        f"{int(result.timings['n_texts'])} texts)\n"
+    )
+    sys.stdout.write(format_table(result.metrics, result.dims) + "\n")
+    config = {"model": args.model, "model_spec": asdict(encoder.spec), "eval": asdict(cfg)}
+    config["eval_dir"] = str(cfg.resolved_eval_dir())
+    return RunRecord(
+        "eval",
+        args.model,
+        config,
+        result.metrics,
+        dims=result.dims,
+        timings=result.timings,
+        extra={"data": result.info},
+    )
+
+
+def evaluate_on_mteb(args, encoder) -> RunRecord:
+    """The MTEB classification protocol on each task; prints the accuracies."""
+    cfg = MTEBConfig(
+        tasks=tuple(args.tasks or ("Banking77Classification", "EmotionClassification")),
+        splits=tuple(args.splits) if args.splits else None,
+        n_experiments=args.n_experiments,
+        samples_per_label=args.samples_per_label,
+    )
+    data_dir = Path(args.eval_dir) if args.eval_dir else default_mteb_dir()
+    tasks = [load_mteb_task(t, data_dir, splits=cfg.splits) for t in cfg.tasks]
+
+    def encode(texts: list[str]):
+        return encoder.encode(texts, batch_size=args.batch_size, show_progress=args.progress)
+
+    result = evaluate_mteb(
+        encode,
+        tasks,
+        args.dims,
+        samples_per_label=cfg.samples_per_label,
+        n_experiments=cfg.n_experiments,
+    )
+    for key, value in sorted(result.metrics.items()):
+        if "/accuracy@" in key or key.startswith("avg/"):
+            sys.stdout.write(f"{key:60s} {value:7.2f}\n")
+    config = {"model": args.model, "model_spec": asdict(encoder.spec), "eval": asdict(cfg)}
+    config.update(eval_dir=str(data_dir) if data_dir else None, max_length=encoder.max_length)
+    return RunRecord("eval", args.model, config, result.metrics, dims=result.dims)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation; return a process exit code (2 for bad data or arguments)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        encoder = load_encoder(
+            resolve_model(args.model), device=args.device, max_length=args.max_length
+        )
+        run = evaluate_on_mteb if args.protocol == "mteb" else evaluate_on_suite
+        record = run(args, encoder)
+    except (DataError, FileNotFoundError, KeyError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.output:
+        log.info("wrote %s", record_results(record, args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
