@@ -3,6 +3,11 @@
 DESIGN.md §3.2: sample N texts per source from *train* splits only, drop every sentence that
 occurs in any dev/test file of the suite (case- and whitespace-normalised), de-duplicate,
 optionally leave the out-of-domain sources out entirely, and report what leaked.
+
+A corpus of one's own — a CSV, JSONL, Parquet or text file, a folder of them, or a Hugging Face
+dataset (:mod:`~samd_common.data.corpus_sources`) — goes through the same steps:
+:func:`load_corpus` reads and samples it, :func:`build_corpus_from` also de-duplicates it and
+drops every dev/test sentence, and :func:`audit_corpus` measures its leakage.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from samd_common.data.tasks import TASKS, DataError, find_split_file, load_split, read_csv_checked
+from samd_common.data.corpus_sources import read_source
+from samd_common.data.tasks import TASKS, find_split_file, load_split
 
 log = logging.getLogger(__name__)
 
@@ -84,22 +90,49 @@ def overlap_report(
     return report
 
 
+def _row_status(pool: list[str], banned: set[str], seen: set[str]) -> list[str]:
+    """Per text: ``eval_overlap`` (key in ``banned``), ``duplicate`` (key ``seen``) or ``clean``.
+
+    The clean texts' keys are added to ``seen``.
+    """
+    status = []
+    for text in pool:
+        key = normalize_text(text)
+        if key in banned:
+            status.append("eval_overlap")
+        elif key in seen:
+            status.append("duplicate")
+        else:
+            seen.add(key)
+            status.append("clean")
+    return status
+
+
 def _clean_pool(pool: list[str], banned: set[str], seen: set[str]) -> tuple[list[str], int, int]:
     """Drop texts whose key is ``banned`` or already ``seen`` (adding the kept ones to ``seen``).
 
     Returns ``(kept texts, dropped as eval overlap, dropped as duplicates)``.
     """
-    clean, n_banned, n_dup = [], 0, 0
-    for text in pool:
-        key = normalize_text(text)
-        if key in banned:
-            n_banned += 1
-        elif key in seen:
-            n_dup += 1
-        else:
-            seen.add(key)
-            clean.append(text)
-    return clean, n_banned, n_dup
+    status = _row_status(pool, banned, seen)
+    clean = [text for text, s in zip(pool, status, strict=True) if s == "clean"]
+    return clean, status.count("eval_overlap"), status.count("duplicate")
+
+
+def sample_indices(n: int, max_texts: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``max_texts`` out of ``n`` (all if ``n <= max_texts``).
+
+    Raises:
+        ValueError: if ``max_texts`` is not None or a positive integer.
+    """
+    if max_texts is not None and (
+        isinstance(max_texts, bool) or int(max_texts) != max_texts or max_texts < 1
+    ):
+        raise ValueError(
+            f"max_texts must be a positive integer or None (all texts), got {max_texts!r}."
+        )
+    if max_texts is None or n <= max_texts:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_texts])
 
 
 def build_corpus(
@@ -155,13 +188,58 @@ def build_corpus(
     return frame, report
 
 
-def audit_corpus(corpus_csv: Path, eval_dirs: list[Path]) -> dict[str, object]:
-    """Leakage of an existing corpus: overlap with every task's dev/test sentences, by source."""
-    frame = read_csv_checked(corpus_csv, ("text",))
+def build_corpus_from(
+    source: str | Path,
+    eval_dirs: list[Path],
+    max_texts: int | None = None,
+    seed: int = 0,
+    column: str | None = None,
+) -> tuple[pd.DataFrame, CorpusReport]:
+    """A leakage-free ``text,source`` corpus from one's own source, like :func:`build_corpus`.
+
+    Reads ``source`` (any corpus source, see :mod:`~samd_common.data.corpus_sources`), drops every
+    text that occurs in a dev/test file of ``eval_dirs`` and every repeat (case- and whitespace-
+    normalised; the first occurrence stays), then samples ``max_texts`` of the rest as
+    :func:`load_corpus` does.
+
+    Returns:
+        (corpus frame, report with per-source counts, as :func:`build_corpus`'s).
+    """
+    frame = read_source(source, column)
+    if "source" not in frame.columns:
+        frame["source"] = str(source)
+    protected = protected_texts([Path(d) for d in eval_dirs])
+    frame["status"] = _row_status(frame["text"].tolist(), _all_protected(protected), set())
+    clean = frame[frame["status"] == "clean"]
+    picked = clean.iloc[sample_indices(len(clean), max_texts, seed)]
+    settings = {"source": str(source), "column": column or "text", "max_texts": max_texts}
+    settings.update(seed=seed, eval_dirs=[str(d) for d in eval_dirs])
+    report = CorpusReport(settings=settings)
+    for name, rows in frame.groupby("source", sort=False):
+        report.sources[str(name)] = {
+            "train_texts": len(rows),
+            "dropped_eval_overlap": int((rows["status"] == "eval_overlap").sum()),
+            "dropped_duplicates": int((rows["status"] == "duplicate").sum()),
+            "clean": int((rows["status"] == "clean").sum()),
+            "sampled": int(picked.index.isin(rows.index).sum()),
+        }
+    out = picked[["text", "source"]].reset_index(drop=True)
+    report.overlap = overlap_report(out["text"].tolist(), protected)
+    return out, report
+
+
+def audit_corpus(
+    corpus: str | Path, eval_dirs: list[Path], column: str | None = None
+) -> dict[str, object]:
+    """Leakage of an existing corpus (any source): overlap with every task's dev/test sentences.
+
+    With a ``source`` column (or a folder of files), also the leaking rows per source.
+    """
+    frame = read_source(corpus, column)
     texts = frame["text"].tolist()
     protected = protected_texts(eval_dirs)
     result: dict[str, object] = {
-        "corpus": str(corpus_csv),
+        "corpus": str(corpus),
         "rows": len(texts),
         "overlap": overlap_report(texts, protected),
     }
@@ -174,20 +252,28 @@ def audit_corpus(corpus_csv: Path, eval_dirs: list[Path]) -> dict[str, object]:
     return result
 
 
-def load_corpus(path: str | Path, max_texts: int | None = None, seed: int = 0) -> list[str]:
-    """Texts of a ``text[,source]`` corpus CSV (an unnamed index column is ignored).
+def load_corpus(
+    path: str | Path,
+    max_texts: int | None = None,
+    seed: int = 0,
+    *,
+    column: str | None = None,
+    protect_dirs: list[Path] | None = None,
+) -> list[str]:
+    """Texts of a corpus source, optionally a seeded sample of ``max_texts`` of them.
+
+    ``path`` is any corpus source: a ``text[,source]`` CSV (an unnamed index column is ignored),
+    a JSONL / Parquet / text file, a folder of them or a Hugging Face dataset
+    (:mod:`~samd_common.data.corpus_sources`; ``column`` or ``path#column`` names the text
+    column). With ``protect_dirs``, dev/test sentences and repeats are dropped first
+    (:func:`build_corpus_from`); without, every text is kept as it is (stripped).
 
     Raises:
-        DataError: if the file or its ``text`` column is missing, or a text is empty.
+        DataError: if the source or its text column is missing, a text is empty, or it has none.
+        ValueError: if ``max_texts`` is not None or a positive integer.
     """
-    path = Path(path)
-    frame = read_csv_checked(path, ("text",))
-    texts = frame["text"].str.strip()
-    if (texts == "").any():
-        row = int(np.flatnonzero((texts == "").to_numpy())[0]) + 2
-        raise DataError(f"{path}: column 'text' is empty at line {row}. Drop empty rows.")
-    out = texts.tolist()
-    if max_texts is not None and len(out) > max_texts:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(out))[:max_texts])
-        out = [out[i] for i in keep]
-    return out
+    if protect_dirs is not None:
+        frame, _ = build_corpus_from(path, protect_dirs, max_texts, seed, column)
+        return frame["text"].tolist()
+    texts = read_source(path, column)["text"].tolist()
+    return [texts[i] for i in sample_indices(len(texts), max_texts, seed)]
