@@ -8,7 +8,7 @@ MODELS ?= minilm-l6 e5-small
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint clean cpu-bench
+.PHONY: setup models demo test lint clean cpu-bench lab
 
 setup: .venv/.installed
 
@@ -35,6 +35,12 @@ demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
 	$(PY) -m papermill CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
 	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
 	$(PY) scripts/collect_results.py --show $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
+
+# JupyterLab in the project environment; notebooks run on its `python3` kernel (the venv's
+# Python, installed by setup). Extra options: make lab LAB_ARGS="--no-browser --port 8899".
+LAB_ARGS ?=
+lab: setup
+	.venv/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The CPU benchmark (hours on 2 cores; resumable): every method, seeds 0-2, then the tables.
 SEEDS ?= 0 1 2
