@@ -2,8 +2,10 @@
 
 One declarative table (``TASKS``) describes every task: family, file-name aliases per split (so
 the canonical layout of ``shared/data/eval`` and the paper layout of ``samd/multi-data`` both
-load), columns, main score and whether it is out-of-domain. Every bad input raises one
-``DataError`` that names the file, the column and what to do.
+load), columns, main score, the declared range of STS gold scores and whether it is
+out-of-domain. ``load_task`` also takes a ``TaskSpec`` (a user's own task,
+``data.user_tasks``). Every bad input raises one ``DataError`` that names the file, the column
+and what to do (the checks live in ``data.checks``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from samd_common.data.checks import (
+    SPLIT_FIXES,
+    DataError,
+    canonical_labels,
+    check_label_sets,
+    check_scores,
+    is_nan_text,
+    split_problem,
+)
+
 log = logging.getLogger(__name__)
 
 FAMILIES = ("classification", "pair", "sts")
@@ -27,9 +39,8 @@ NEGATIVE_LABELS = frozenset(
     {"0", "0.0", "f", "false", "no", "neutral", "not_entailment", "contradiction"}
 )
 
-
-class DataError(ValueError):
-    """A task file is missing or malformed; the message says which file and how to fix it."""
+MAIN_SCORES = {"classification": "accuracy", "pair": "ap", "sts": "spearman"}
+STS_SCALE = (0.0, 5.0)  # STS-B, STS12: 0–5; SICK-R's files use 1–5, inside the same scale
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,8 @@ class TaskSpec:
     files: dict[str, tuple[str, ...]]  # split -> candidate file names, first found wins
     main_score: str  # metric key reported in the summary tables
     ood: bool = False  # out-of-domain: never part of the distillation corpus
+    score_range: tuple[float, float] | None = None  # STS: inclusive gold range; None: finite only
+    folder: str | None = None  # folder of the files; None: the evaluation folder (built-ins)
 
     @property
     def text_columns(self) -> tuple[str, ...]:
@@ -53,7 +66,8 @@ class TaskSpec:
         return "score" if self.family == "sts" else "label"
 
 
-def _aliases(*stems: str, split: str) -> tuple[str, ...]:
+def file_aliases(*stems: str, split: str) -> tuple[str, ...]:
+    """File names a split may have, e.g. ``stsb_dev.csv``, ``stsb_validation.csv``."""
     names = {"train": ("train",), "dev": ("dev", "validation", "valid", "val"), "test": ("test",)}
     return tuple(f"{stem}_{suffix}.csv" for stem in stems for suffix in names[split])
 
@@ -66,8 +80,8 @@ def _task(
     ood: bool = False,
     **overrides: tuple[str, ...],
 ) -> TaskSpec:
-    files = {split: overrides.get(split, _aliases(*stems, split=split)) for split in SPLITS}
-    return TaskSpec(name, family, files, main, ood)
+    files = {split: overrides.get(split, file_aliases(*stems, split=split)) for split in SPLITS}
+    return TaskSpec(name, family, files, main, ood, STS_SCALE if family == "sts" else None)
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -178,21 +192,28 @@ def _check_texts(frame: pd.DataFrame, column: str, path: Path) -> list[str]:
     return texts.tolist()
 
 
+def _parse_scores(raw: pd.Series, spec: TaskSpec, path: Path) -> np.ndarray:
+    scores = pd.to_numeric(raw, errors="coerce")
+    unparsable = np.flatnonzero(scores.isna().to_numpy() & ~is_nan_text(raw.to_numpy()))
+    if len(unparsable):
+        row = int(unparsable[0]) + 2
+        raise DataError(
+            f"{path}: column 'score' must be numeric; line {row} has {raw.iloc[row - 2]!r}."
+        )
+    scores = scores.to_numpy(dtype=np.float64)
+    check_scores(scores, path, "score", spec.name, spec.score_range)
+    return scores
+
+
 def _parse_labels(frame: pd.DataFrame, spec: TaskSpec, path: Path) -> np.ndarray:
     raw = frame[spec.label_column].str.strip()
     if (raw == "").any():
         row = int(np.flatnonzero(raw.eq("").to_numpy())[0]) + 2
         raise DataError(f"{path}: column {spec.label_column!r} is empty at line {row}.")
     if spec.family == "classification":
-        return raw.to_numpy(dtype=object).astype(str)
+        return canonical_labels(raw.to_numpy(dtype=object).astype(str))
     if spec.family == "sts":
-        scores = pd.to_numeric(raw, errors="coerce")
-        if scores.isna().any():
-            row = int(np.flatnonzero(scores.isna().to_numpy())[0]) + 2
-            raise DataError(
-                f"{path}: column 'score' must be numeric; line {row} has {raw.iloc[row - 2]!r}."
-            )
-        return scores.to_numpy(dtype=np.float64)
+        return _parse_scores(raw, spec, path)
     lower = raw.str.lower()
     unknown = sorted(set(lower) - POSITIVE_LABELS - NEGATIVE_LABELS)
     if unknown:
@@ -204,7 +225,7 @@ def _parse_labels(frame: pd.DataFrame, spec: TaskSpec, path: Path) -> np.ndarray
 
 
 def load_split(spec: TaskSpec, path: Path) -> Split:
-    """Load and validate one split file of ``spec``."""
+    """Load and validate one split file of ``spec`` (columns, texts, labels or score range)."""
     frame = read_csv_checked(path, (*spec.text_columns, spec.label_column))
     if frame.empty:
         raise DataError(f"{path}: no rows.")
@@ -213,34 +234,93 @@ def load_split(spec: TaskSpec, path: Path) -> Split:
     return Split(text1, text2, _parse_labels(frame, spec, path), path)
 
 
-def load_task(name: str, eval_dir: str | Path) -> TaskData:
-    """Load every split of task ``name`` that exists in ``eval_dir``; the test split is required.
+def fit_split_name(family: str, splits: dict[str, Split] | set[str]) -> str | None:
+    """The split a classifier (train) or a pair threshold (dev, else train) is fitted on."""
+    if family == "sts":
+        return None
+    name = "train" if family == "classification" else "dev" if "dev" in splits else "train"
+    return name if name in splits else None
+
+
+def check_splits(spec: TaskSpec, splits: dict[str, Split]) -> None:
+    """The splits the evaluator uses can be scored (see ``data.checks``).
 
     Raises:
-        DataError: if the folder or the test file is missing, or any file is malformed.
+        DataError: a classification task without a train split, a degenerate test or fit split
+            (one class, < 2 rows, constant scores), or test labels unseen in train.
     """
-    spec, eval_dir = get_task(name), Path(eval_dir)
-    if not eval_dir.is_dir():
+    fit = fit_split_name(spec.family, splits)
+    if spec.family == "classification" and fit is None:
         raise DataError(
-            f"{eval_dir}: evaluation folder not found. Set SAMD_EVAL_DIR or --eval-dir."
+            f"task {spec.name!r}: classification needs a train split next to "
+            f"{splits['test'].path}; expected one of {list(spec.files['train'])}."
         )
+    for role, name in (("test", "test"), ("fit", fit)):
+        problem = name and split_problem(spec.family, splits[name].y, role)
+        if problem:
+            raise DataError(
+                f"{splits[name].path}: the {name} split {problem}, so task {spec.name!r} cannot "
+                f"be scored. {SPLIT_FIXES[spec.family]}"
+            )
+    if spec.family == "classification":
+        test, train = splits["test"], splits[fit]
+        check_label_sets(test.y, train.y, test.path, train.path)
+
+
+def _resolve(task: str | TaskSpec) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else get_task(task)
+
+
+def load_task(task: str | TaskSpec, eval_dir: str | Path | None) -> TaskData:
+    """Load and check every split of ``task`` that exists; the test split is required.
+
+    Args:
+        task: a built-in task name (``TASKS``) or a ``TaskSpec`` (e.g. ``data.user_tasks``).
+        eval_dir: the folder of the files, unless the spec names its own ``folder``.
+
+    Raises:
+        DataError: if the folder or the test file is missing, or any file is malformed or
+            degenerate (see ``check_splits``).
+    """
+    spec = _resolve(task)
+    if not (spec.folder or eval_dir):
+        raise DataError(f"task {spec.name!r}: no evaluation folder given. Set SAMD_EVAL_DIR.")
+    folder = Path(spec.folder or eval_dir)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: evaluation folder not found. Set SAMD_EVAL_DIR or --eval-dir.")
     splits = {}
     for split in SPLITS:
-        path = find_split_file(spec, split, eval_dir)
+        path = find_split_file(spec, split, folder)
         if path is not None:
             splits[split] = load_split(spec, path)
     if "test" not in splits:
         raise DataError(
-            f"{eval_dir}: no test file for task {name!r}; "
+            f"{folder}: no test file for task {spec.name!r}; "
             f"expected one of {list(spec.files['test'])}."
         )
-    log.debug("task %s: %s", name, {k: len(v) for k, v in splits.items()})
+    check_splits(spec, splits)
+    log.debug("task %s: %s", spec.name, {k: len(v) for k, v in splits.items()})
     return TaskData(spec, splits)
 
 
-def load_tasks(names: list[str] | tuple[str, ...] | None, eval_dir: str | Path) -> list[TaskData]:
-    """Load several tasks (all nine when ``names`` is None)."""
-    return [load_task(n, eval_dir) for n in (names or TASKS)]
+def load_tasks(
+    names: list[str | TaskSpec] | tuple[str | TaskSpec, ...] | None, eval_dir: str | Path | None
+) -> list[TaskData]:
+    """Load several tasks (all nine when ``names`` is None); names and specs may mix.
+
+    Raises:
+        DataError: as ``load_task``, or when two tasks share a name (their keys would collide).
+    """
+    specs = [_resolve(t) for t in (names or TASKS)]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise DataError(
+                f"task {spec.name!r} is listed twice; its metric keys would collide. "
+                "Rename one of its files or drop the duplicate."
+            )
+        seen.add(spec.name)
+    return [load_task(spec, eval_dir) for spec in specs]
 
 
 def cap_split(split: Split, max_rows: int | None, seed: int, stratify: bool) -> Split:

@@ -29,7 +29,8 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from samd_common.config import DEFAULT_DIMS, EvalConfig, halving_dims
-from samd_common.data.tasks import Split, TaskData, cap_split
+from samd_common.data.tasks import Split, TaskData, cap_split, fit_split_name
+from samd_common.evaluation.checks import check_eval_config, check_plan
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +172,21 @@ def sts_scores(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:
 
 
 def _plan(task: TaskData, cfg: EvalConfig) -> dict[str, Split]:
-    """Which splits a task needs: test, plus the (capped) split a classifier/threshold fits on."""
+    """Which splits a task needs: test, plus the (capped) split a classifier/threshold fits on.
+
+    Raises:
+        ValueError: when a cap leaves a sample that cannot be scored (``checks.check_plan``).
+    """
     fam, splits = task.spec.family, task.splits
-    test = cap_split(splits["test"], cfg.max_test, cfg.seed, stratify=fam == "classification")
-    plan = {"test": test}
-    fit_name = "train" if fam == "classification" else "dev" if "dev" in splits else "train"
-    if fam != "sts" and fit_name in splits:
-        plan["fit"] = cap_split(
-            splits[fit_name], cfg.max_train, cfg.seed, stratify=fam == "classification"
-        )
+    full = {"test": splits["test"]}
+    fit_name = fit_split_name(fam, splits)
+    if fit_name is not None:
+        full["fit"] = splits[fit_name]
+    stratify = fam == "classification"
+    plan = {"test": cap_split(full["test"], cfg.max_test, cfg.seed, stratify=stratify)}
+    if "fit" in full:
+        plan["fit"] = cap_split(full["fit"], cfg.max_train, cfg.seed, stratify=stratify)
+    check_plan(task, plan, full, cfg)
     return plan
 
 
@@ -188,8 +195,6 @@ def _score_task(
 ) -> dict[str, float]:
     fam, test, fit = task.spec.family, plan["test"], plan.get("fit")
     if fam == "classification":
-        if fit is None:
-            raise ValueError(f"{task.spec.name}: classification needs a train split.")
         return classification_scores(
             vec(fit.text1), fit.y, vec(test.text1), test.y, cfg.seed, cfg.lr_max_iter
         )
@@ -198,6 +203,17 @@ def _score_task(
         return sts_scores(test_sim, test.y)
     fit_sim = None if fit is None else cosine_rows(vec(fit.text1), vec(fit.text2))
     return pair_scores(test_sim, test.y, fit_sim, None if fit is None else fit.y)
+
+
+def _distinct_texts(plans: dict[str, dict[str, Split]]) -> list[str]:
+    """Every text of every planned split, once, sorted (the encoder sees each text once)."""
+    texts = {
+        s
+        for plan in plans.values()
+        for split in plan.values()
+        for s in split.text1 + (split.text2 or [])
+    }
+    return sorted(texts)
 
 
 def summarize(
@@ -236,19 +252,20 @@ def evaluate_suite(
     Returns:
         ``SuiteResult`` with metrics ``"{task}/{metric}@{dim}"`` and
         ``"avg/{family}/{id|ood}@{dim}"``.
+
+    Raises:
+        ValueError: on an out-of-range setting in ``cfg`` (``checks.check_eval_config``), no
+            tasks, or a cap that leaves a sample that cannot be scored (``checks.check_plan``);
+            ``DataError`` on a degenerate in-memory task.
     """
     cfg = cfg or EvalConfig()
+    check_eval_config(cfg)
+    if not tasks:
+        raise ValueError("no tasks to evaluate; pass loaded tasks (data.tasks.load_tasks).")
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     start = time.perf_counter()
     plans = {t.spec.name: _plan(t, cfg) for t in tasks}
-    texts = sorted(
-        {
-            s
-            for plan in plans.values()
-            for split in plan.values()
-            for s in split.text1 + (split.text2 or [])
-        }
-    )
+    texts = _distinct_texts(plans)
     row = {t: i for i, t in enumerate(texts)}
     t0 = time.perf_counter()
     emb = np.asarray(encode(texts), dtype=np.float32)  # (N, D)
@@ -271,12 +288,8 @@ def evaluate_suite(
         name: {k: {"rows": len(s), "file": str(s.path)} for k, s in plan.items()}
         for name, plan in plans.items()
     }
-    return SuiteResult(
-        metrics,
-        dims,
-        {"encode_s": encode_s, "total_s": total_s, "n_texts": float(len(texts))},
-        {"splits": info},
-    )
+    timings = {"encode_s": encode_s, "total_s": total_s, "n_texts": float(len(texts))}
+    return SuiteResult(metrics, dims, timings, {"splits": info})
 
 
 def evaluate_depth_grid(
