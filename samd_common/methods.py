@@ -64,6 +64,10 @@ class MethodSpec:
     train_defaults: dict[str, Any] = field(default_factory=dict)  # TrainConfig values (proj_lr)
     ours: bool = False  # the project's own method (SAMD, SAMD-MRL); the rest are baselines
     hooks: RunHooks = RunHooks()  # its own stages of experiment.run_experiment (SKD's)
+    formula: str = ""  # the loss in one LaTeX line (the notebook's Method section)
+    url: str = ""  # the paper's page (arXiv or anthology); empty for the project's own method
+    # extra lines of the notebook's parameters cell (``name: type = default  # help``)
+    notebook_parameters: tuple[str, ...] = ()
 
     def build(
         self, student: SentenceEncoder, teacher: TeacherInfo | None, params: dict[str, Any]
@@ -124,6 +128,12 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=samd.CITATION,
             ours=True,
+            formula=(
+                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE}(s^{(1)}, s^{(2)}) + "
+                r"w_\text{kd}\big(\beta(t)\,\sum_{m} w_m\,[1 - \cos(s_{:m}, (W t)_{:m})] "
+                r"+ \alpha(t)\,[1 - \mathrm{CKA}(\mathrm{Att}_s, A\,\mathrm{Att}_t "
+                r"A^\top)]\big)"
+            ),
         ),
         MethodSpec(
             "MRL",
@@ -140,6 +150,11 @@ METHODS: dict[str, MethodSpec] = {
                 "is a usable embedding on its own."
             ),
             citation=mrl.CITATION,
+            formula=(
+                r"\mathcal{L} = \sum_{m \in \{D_s, D_s/2, \dots, 16\}} "
+                r"\mathrm{InfoNCE}(s^{(1)}_{:m}, s^{(2)}_{:m})"
+            ),
+            url="https://arxiv.org/abs/2205.13147",
         ),
         MethodSpec(
             "ESE",
@@ -158,6 +173,13 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=ese.CITATION,
             elastic_depth=True,
+            formula=(
+                r"\mathcal{L} = \ell(s^{(n)}) + \tfrac{1}{1 + \ln(1 + "
+                r"i)}\,\ell(s^{(i)}),\quad \ell(s) = \mathrm{InfoNCE}(s) + "
+                r"\mathrm{InfoNCE}(s_{:k}) + \mathrm{MSE}(s_{:k}, \mathrm{PCA}_k(s)) + "
+                r"\mathrm{KL}(P(\mathrm{PCA}_k(s)) \,\|\, P(s_{:k}))"
+            ),
+            url="https://arxiv.org/abs/2402.14776",
         ),
         MethodSpec(
             "SAMD-MRL",
@@ -174,6 +196,11 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=samd.CITATION + "\n\n" + mrl.CITATION,
             ours=True,
+            formula=(
+                r"\mathcal{L} = \sum_{m} \mathrm{InfoNCE}(s^{(1)}_{:m}, s^{(2)}_{:m}) + "
+                r"\beta(t)\,\sum_{m} w_m\,[1 - \cos(s_{:m}, (W t)_{:m})] + \alpha(t)\,[1 "
+                r"- \mathrm{CKA}(\mathrm{Att}_s, A\,\mathrm{Att}_t A^\top)]"
+            ),
         ),
         MethodSpec(
             "SKD",
@@ -193,6 +220,18 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=skd.CITATION,
             hooks=skd_stages.HOOKS,  # sense dictionary, MTEB protocol (samd_common.skd.stages)
+            formula=(
+                r"\mathcal{L} = w_\text{kd}\,\operatorname{mean}_{(j,i)} "
+                r"\mathrm{CE}\big(C_v W h_s^{(j)},\ \arg\max_k\, C_v h_t^{(i)}\big),\quad "
+                r"v = \text{teacher token id of } i"
+            ),
+            url="https://arxiv.org/abs/2504.06036",
+            notebook_parameters=(
+                "mode: Optional[str] = None  # preset full: all (one dictionary), sep: one a task",
+                "tasks: Optional[str] = None  # preset full: the 16 reference tasks (names, 1-16)",
+                "cluster: Optional[str] = None  # preset full: mcl (MCL, k-means); kmeans: fast",
+                "jobs: Optional[int] = None  # preset full: 1 clustering process (-1: all cores)",
+            ),
         ),
         MethodSpec(
             "DSKD",
@@ -213,6 +252,13 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=dskd.CITATION,
             train_defaults={"proj_lr": dskd.PROJ_LR},
+            formula=(
+                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE} + w_\text{kd}\big(d(H_s, "
+                r"\mathrm{softmax}(Q_s K_t^\top/\sqrt{d})\,P_{t\to s} H_t) + d(H_t, "
+                r"\mathrm{softmax}(Q_t K_s^\top/\sqrt{d})\,P_{s\to t} H_s) + "
+                r"w_\text{orth}\,\mathcal{L}_\text{orth}\big)"
+            ),
+            url="https://arxiv.org/abs/2406.17328",
         ),
         MethodSpec(
             "MinED",
@@ -231,6 +277,12 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=mined.CITATION,
             maps=("mined",),
+            formula=(
+                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE}(s^{(1)}, s^{(2)}) + "
+                r"w_\text{kd}\,\operatorname{mean}_{(j,i) \in \mathrm{MinED}} \lVert P "
+                r"h_s^{(j)} - h_t^{(i)} \rVert^2 / D_t"
+            ),
+            url="https://arxiv.org/abs/2401.10491",
         ),
         MethodSpec(
             "CDM",
@@ -252,6 +304,13 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=cdm.CITATION,
             maps=("ned",),
+            formula=(
+                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE}(s^{(1)}, s^{(2)}) + "
+                r"w_\text{kd}\,\operatorname{mean}_{g} \lVert P \bar h_s^{(g)} - \bar "
+                r"h_t^{(g)} \rVert^2 / D_t,\quad g \text{ = merged steps of the "
+                r"entropy-weighted DTW path}"
+            ),
+            url="https://arxiv.org/abs/2502.11104",
         ),
         MethodSpec(
             "EMO",
@@ -274,6 +333,12 @@ METHODS: dict[str, MethodSpec] = {
             ),
             citation=emo.CITATION,
             maps=("mined_reciprocal",),
+            formula=(
+                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE}(s^{(1)}, s^{(2)}) + "
+                r"w_\text{kd}\big(0.1\,[1 - \mathrm{CKA}(\mathrm{Att}_s^{\mathrm{sel}}, "
+                r"\mathrm{Att}_t^{\mathrm{sel}})] + \langle \Pi, C \rangle\big)"
+            ),
+            url="https://aclanthology.org/events/emnlp-2025/",
         ),
     )
 }
