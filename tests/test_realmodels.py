@@ -8,7 +8,7 @@ import pytest
 from samd_common.config import EvalConfig
 from samd_common.data.tasks import load_tasks
 from samd_common.evaluation.suite import evaluate_suite
-from samd_common.models import load_encoder
+from samd_common.models import load_encoder, save_encoder
 from samd_common.provision.install import provisioned_path
 
 pytestmark = pytest.mark.realmodels
@@ -57,6 +57,39 @@ def test_small_suite_run_on_real_data(minilm, real_eval_dir):
     assert 60 < result.metrics["banking77/accuracy@384"] <= 100
     assert result.metrics["wic/threshold@384"] > 0  # fitted on wic_dev, not test
     assert result.metrics["sickr/spearman@64"] < result.metrics["sickr/spearman@384"] + 5
+
+
+def _st_similarity_evaluator():
+    """sentence-transformers' own ``EmbeddingSimilarityEvaluator`` (v6 path, then the older one)."""
+    pytest.importorskip("sentence_transformers", reason="pip install -e '.[dev]'")
+    try:
+        from sentence_transformers.sentence_transformer.evaluation import (
+            EmbeddingSimilarityEvaluator,
+        )
+    except ImportError:
+        from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
+    return EmbeddingSimilarityEvaluator
+
+
+def test_saved_student_scores_the_same_stsb_in_sentence_transformers(
+    minilm, real_eval_dir, tmp_path
+):
+    """A saved student loads with ``SentenceTransformer(path[, truncate_dim])`` and scores the
+    whole STS-B test set as our suite does (Spearman × 100, within 0.01), at 384 and 128 dims."""
+    st = pytest.importorskip("sentence_transformers", reason="pip install -e '.[dev]'")
+    evaluator_cls = _st_similarity_evaluator()
+    if not (real_eval_dir / "stsb_test.csv").is_file():
+        pytest.skip(f"no stsb_test.csv in {real_eval_dir}")
+    tasks = load_tasks(["stsb"], real_eval_dir)
+    ours = evaluate_suite(minilm, tasks, dims=[384, 128], cfg=EvalConfig(max_test=None)).metrics
+    path = save_encoder(minilm, tmp_path / "student")
+    test = tasks[0].splits["test"]
+    for dim in (384, 128):
+        model = st.SentenceTransformer(str(path), device="cpu", truncate_dim=dim)
+        evaluator = evaluator_cls(test.text1, test.text2, test.y.tolist(), name="stsb-test")
+        theirs = 100 * evaluator(model)["stsb-test_spearman_cosine"]
+        assert model.encode(["a"]).shape == (1, dim)
+        assert theirs == pytest.approx(ours[f"stsb/spearman@{dim}"], abs=0.01)
 
 
 @pytest.mark.slow
