@@ -53,7 +53,8 @@ def test_out_of_range_scores_name_file_column_lines_and_range(tmp_path):
     with pytest.raises(
         DataError,
         match=r"stsb_test.csv: column 'score' has 2 score\(s\) that are not finite or outside "
-        r"task 'stsb''s range 0–5 \(line 3: -35, line 5: 99\)\. .*rescale the column to 0–5",
+        r"the range 0–5 declared for task 'stsb' \(line 3: -35, line 5: 99\)\. .*rescale the "
+        r"column to 0–5",
     ):
         load_task("stsb", tmp_path)
 
@@ -79,7 +80,7 @@ def test_constant_sts_scores_are_rejected(tmp_path):
     with pytest.raises(
         DataError,
         match=r"stsb_test.csv: the test split has every score equal to 3, so Spearman is "
-        r"undefined, so task 'stsb' cannot be scored\. Use a file with at least 2 rows",
+        r"undefined; task 'stsb' cannot be scored\. Use a file with at least 2 rows",
     ):
         load_task("stsb", tmp_path)
 
@@ -139,7 +140,7 @@ def test_single_class_train_split_is_rejected(tmp_path):
     with pytest.raises(
         DataError,
         match=r"emotion_train.csv: the train split has a single class \('joy'\), but a "
-        r"classifier needs at least 2, so task 'emotion' cannot be scored",
+        r"classifier needs at least 2; task 'emotion' cannot be scored",
     ):
         load_task("emotion", tmp_path)
 

@@ -146,7 +146,7 @@ def test_user_tasks_get_the_built_in_checks(tmp_path):
 
 def test_declared_score_range_is_enforced(tmp_path):
     _sts(tmp_path / "unit_test.csv")  # gold 0–5
-    with pytest.raises(DataError, match=r"unit_test.csv: .* task 'unit''s range 0–1 \("):
+    with pytest.raises(DataError, match=r"unit_test.csv: .* range 0–1 declared for task 'unit' \("):
         load_user_tasks(tmp_path, "sts", score_range=(0, 1))
 
 

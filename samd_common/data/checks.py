@@ -63,8 +63,8 @@ def check_scores(
     low, high = score_range
     raise DataError(
         f"{path}: column {column!r} has {len(rows)} score(s) that are not finite or outside "
-        f"task {task!r}'s range {low:g}–{high:g} ({_lines(rows, scores)}). Fix or drop those "
-        f"rows, or rescale the column to {low:g}–{high:g}."
+        f"the range {low:g}–{high:g} declared for task {task!r} ({_lines(rows, scores)}). Fix or "
+        f"drop those rows, or rescale the column to {low:g}–{high:g}."
     )
 
 

@@ -259,8 +259,8 @@ def check_splits(spec: TaskSpec, splits: dict[str, Split]) -> None:
         problem = name and split_problem(spec.family, splits[name].y, role)
         if problem:
             raise DataError(
-                f"{splits[name].path}: the {name} split {problem}, so task {spec.name!r} cannot "
-                f"be scored. {SPLIT_FIXES[spec.family]}"
+                f"{splits[name].path}: the {name} split {problem}; task {spec.name!r} cannot be "
+                f"scored. {SPLIT_FIXES[spec.family]}"
             )
     if spec.family == "classification":
         test, train = splits["test"], splits[fit]
