@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from samd_common.config import RunHooks
-from samd_common.losses import cdm, dskd, emo, ese, mined, mrl, samd
+from samd_common.losses import cdm, dskd, embed_distill, emo, ese, mined, mrl, relational, samd
 from samd_common.losses.base import Objective
 from samd_common.losses.params import Params
-from samd_common.models import SentenceEncoder
+from samd_common.models import MODELS, SentenceEncoder, spec_from_directory
 from samd_common.skd import loss as skd
 from samd_common.skd import stages as skd_stages
 
@@ -31,17 +32,40 @@ class TeacherInfo:
     hidden_dim: int  # width of the teacher's token states
     layers: int  # number of last layers whose attention is cached
     embed_dim: int | None = None  # width of the cached input embeddings (None: = hidden_dim)
+    matryoshka_dims: tuple[int, ...] = ()  # dims it was Matryoshka-trained at (model table)
 
     @classmethod
     def from_cache(cls, name: str, cache) -> TeacherInfo:
-        """Widths read off a ``TeacherCache`` (``layers`` from its key)."""
+        """Widths read off a ``TeacherCache``; Matryoshka dims off the model table.
+
+        ``layers`` comes from the cache key; the table is looked up by ``name``, else by the
+        short name the cache recorded.
+        """
+        key = cache.meta["key"]
         return cls(
             name,
             cache.dim,
             cache.hidden_dim,
-            int(cache.meta["key"]["layers"]),
+            int(key["layers"]),
             int(cache.arrays["embed"].shape[1]),
+            matryoshka_dims(name) or matryoshka_dims(str(key.get("teacher", ""))),
         )
+
+
+def matryoshka_dims(name: str) -> tuple[int, ...]:
+    """The Matryoshka dims the model table declares for a short name, HF id or model folder.
+
+    Args:
+        name: what a config names the teacher by.
+
+    Returns:
+        The declared dims, or ``()`` for a model the table does not know or marks as none.
+    """
+    by_id = {s.hf_id.lower(): s for s in MODELS.values()}
+    spec = MODELS.get(name) or by_id.get(name.lower())
+    if spec is None and name and Path(name).expanduser().is_dir():
+        spec = spec_from_directory(Path(name).expanduser())
+    return tuple(spec.matryoshka_dims) if spec is not None else ()
 
 
 @dataclass(frozen=True)
@@ -339,6 +363,57 @@ METHODS: dict[str, MethodSpec] = {
                 r"\mathrm{Att}_t^{\mathrm{sel}})] + \langle \Pi, C \rangle\big)"
             ),
             url="https://aclanthology.org/events/emnlp-2025/",
+        ),
+        MethodSpec(
+            "EmbedDistill",
+            "ctkd",
+            embed_distill.EmbedDistillLoss,
+            embed_distill.EmbedDistillParams,
+            teacher_widths={"teacher_dim": "dim", "teacher_matryoshka_dims": "matryoshka_dims"},
+            defaults={"target": "auto", "distance": "cosine", "w_task": 0.0, "w_kd": 1.0},
+            paper="EmbedDistill: A Geometric Knowledge Distillation for Information Retrieval",
+            summary=(
+                "Pointwise embedding distillation (Reimers & Gurevych 2020; EmbedDistill, Kim et "
+                "al. 2023), tokenizer-free: the student's pooled "
+                "embedding regresses (1 − cos, or squared L2) onto the cached, L2-normalised "
+                "teacher embedding of the same text. Across widths the target is the teacher's "
+                "own first D_s dims (renormalised) when the teacher is Matryoshka-trained and "
+                "wide enough, else the student goes through a trainable student-side projection "
+                "D_s → D_t that is dropped after training. No SimCSE; one student pass per step."
+            ),
+            citation=embed_distill.CITATION,
+            formula=(
+                r"\mathcal{L} = \operatorname{mean}_b\, d\big(P s_b,\ \hat t_b\big)\ "
+                r"\text{or}\ \operatorname{mean}_b\, d\big(s_b,\ \widehat{t_{b,:D_s}}\big)\ "
+                r"\text{(Matryoshka teacher)},\quad d(x, y) = 1 - \cos(x, y)\ \text{or}\ "
+                r"\lVert x - y \rVert^2"
+            ),
+            url="https://arxiv.org/abs/2301.12005",
+        ),
+        MethodSpec(
+            "Relational",
+            "ctkd",
+            relational.RelationalLoss,
+            relational.RelationalParams,
+            teacher_widths={"teacher_dim": "dim"},
+            defaults={"lambda_sim": 3.0, "lambda_resim": 1.0, "margin": 0.015, "min_dim": 32},
+            paper="Jasper and Stella: distillation of SOTA embedding models",
+            summary=(
+                "Relational distillation after Jasper, tokenizer- and width-free: at every "
+                "Matryoshka prefix of the student (halving from D_s to 32, weight 1), its "
+                "in-batch cosine-similarity matrix regresses (MSE) onto the cached teacher's "
+                "fixed full-width matrix, and a margin hinge over every pair of in-batch pairs "
+                "makes it rank the pairs as the teacher does (λ_sim 3, λ_resim 1, margin "
+                "0.015). No projection, no SimCSE; one student pass per step."
+            ),
+            citation=relational.CITATION,
+            formula=(
+                r"\mathcal{L} = \sum_{m} \lambda_\text{sim}\, \operatorname{mean}_{i<j} "
+                r"\big(S(s_{:m})_{ij} - S(t)_{ij}\big)^2 + \lambda_\text{resim}\, "
+                r"\operatorname{mean}_{p, q:\, S(t)_p > S(t)_q} \max\big(0,\ S(s_{:m})_q - "
+                r"S(s_{:m})_p + \mu\big),\quad S(x) = \hat x \hat x^\top"
+            ),
+            url="https://arxiv.org/abs/2412.19048",
         ),
     )
 }

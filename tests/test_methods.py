@@ -32,6 +32,8 @@ LOG_KEYS = {
     "EMO": {"loss", "task", "kd", "cka", "ot"},
     "DSKD": {"loss", "task", "t2s", "s2t", "orth"},
     "SKD": {"loss", "sense", "pairs", "sense_acc"},
+    "EmbedDistill": {"loss", "kd"},
+    "Relational": {"loss", "sim", "resim"},
 }
 
 

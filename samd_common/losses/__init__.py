@@ -7,7 +7,9 @@
 * :mod:`~samd_common.losses.base` — ``Objective``, the training step every method shares, and
   :mod:`~samd_common.losses.params` — ``Params``/``DistillParams``, the hyper-parameter bases;
 * one module per method: ``simcse``, ``mrl`` (MRL, SAMD-MRL), ``samd``, ``ese``, ``mined``,
-  ``cdm``, ``emo``, ``dskd`` (+ ``dskd_functional``); SKD's loss is in ``samd_common.skd.loss``.
+  ``cdm``, ``emo``, ``dskd`` (+ ``dskd_functional``), and the tokenizer-free sentence-level
+  baselines ``embed_distill`` (pointwise) and ``relational`` (Jasper); SKD's loss is in
+  ``samd_common.skd.loss``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from samd_common.losses.dskd_functional import (
     dual_space_losses,
     orthogonality_penalty,
     token_representation_loss,
+)
+from samd_common.losses.embed_distill import (
+    EmbedDistillLoss,
+    EmbedDistillParams,
+    pointwise_loss,
+    prefix_pointwise_loss,
+    resolve_target,
 )
 from samd_common.losses.emo import (
     EMOLoss,
@@ -59,6 +68,14 @@ from samd_common.losses.matryoshka import (
 from samd_common.losses.mined import MinEDLoss, MinEDParams, mined_hidden_loss, token_distance
 from samd_common.losses.mrl import MRLLoss, MRLParams, SAMDMRLLoss, SAMDMRLParams, mrl_loss
 from samd_common.losses.params import DistillParams, Params
+from samd_common.losses.relational import (
+    RelationalLoss,
+    RelationalParams,
+    cosine_similarity_matrix,
+    relational_loss,
+    relative_similarity_loss,
+    similarity_matrix_loss,
+)
 from samd_common.losses.samd import (
     SAMDLoss,
     SAMDParams,
@@ -139,4 +156,16 @@ __all__ = [
     "dual_space_losses",
     "orthogonality_penalty",
     "token_representation_loss",
+    # sentence-level baselines
+    "EmbedDistillLoss",
+    "EmbedDistillParams",
+    "pointwise_loss",
+    "prefix_pointwise_loss",
+    "resolve_target",
+    "RelationalLoss",
+    "RelationalParams",
+    "cosine_similarity_matrix",
+    "relational_loss",
+    "relative_similarity_loss",
+    "similarity_matrix_loss",
 ]

@@ -35,6 +35,9 @@ class ModelSpec:
     trust_remote_code: bool = False  # only ever on when the table or the user says so
     adapters: tuple[str, ...] = ()  # peft LoRA adapters merged in order (LLM2Vec: MNTP, supervised)
     bidirectional: bool = False  # decoder run with full attention (LLM2Vec; models.llm2vec)
+    # Dims the model was Matryoshka-trained at (its prefixes are embeddings in their own right);
+    # empty: not Matryoshka-trained. Distillation may then target the teacher's own prefix.
+    matryoshka_dims: tuple[int, ...] = ()
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -49,6 +52,7 @@ MODELS: dict[str, ModelSpec] = {
             dense=True,
             prompt="task: sentence similarity | query: ",
             allow_fp16=False,
+            matryoshka_dims=(768, 512, 256, 128),  # the model card's MRL dims
         ),
         ModelSpec("bge-m3", "BAAI/bge-m3", pooling="cls"),
         ModelSpec(
