@@ -12,6 +12,9 @@ Paths resolve from the environment when not given explicitly:
 
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -30,18 +33,67 @@ def env_path(var: str, default: str | Path | None) -> Path | None:
     return None if default is None else Path(default).expanduser()
 
 
+def is_unset(value: Any) -> bool:
+    """Whether a run setting was left to its default: None or an empty string (0 is a value)."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def resolve_setting(
     explicit: Any, preset: Any, env: str | None = None, use_env: bool = True
 ) -> Any:
-    """One run setting: ``explicit`` (empty/0/None = unset) > ``$env`` > ``preset``.
+    """One run setting: ``explicit`` (unless :func:`is_unset`) > ``$env`` > ``preset``.
 
     The variable is read with :func:`env_path` and returned as a string; it is skipped when
     ``env`` is None or ``use_env`` is false (e.g. the smoke preset, which uses generated data).
+    A given 0 is kept (and rejected by the range checks), not read as "use the default".
     """
-    if explicit:
+    if not is_unset(explicit):
         return explicit
     value = env_path(env, None) if env is not None and use_env else None
     return preset if value is None else str(value)
+
+
+def check_count(name: str, value: object, minimum: int, none_means: str | None = None) -> None:
+    """``value`` is an int ≥ ``minimum`` (or None when ``none_means`` says what None does).
+
+    Raises:
+        ValueError: naming the parameter, the value and the valid range.
+    """
+    if value is None and none_means:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        allowed = f"an integer ≥ {minimum}"
+        allowed = f"{none_means} or {allowed}" if none_means else allowed
+        raise ValueError(f"{name} must be {allowed}, got {value!r}. Pass a value in that range.")
+
+
+def check_number(
+    name: str, value: object, low: float, high: float | None = None, *, open_low: bool = False
+) -> None:
+    """``value`` is a finite real number in ``[low, high]`` (``(low, high]`` when ``open_low``).
+
+    Raises:
+        ValueError: naming the parameter, the value and the valid range.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low) and (high is None or value <= high)
+    if not ok:
+        rng = f"> {low}" if open_low else f"≥ {low}"
+        rng = rng if high is None else f"{rng} and ≤ {high}"
+        raise ValueError(f"{name} must be a finite number {rng}, got {value!r}.")
+
+
+def check_bool(name: str, value: object) -> None:
+    """``value`` is ``True`` or ``False`` (not ``"no"``, 0 or 1, which Python would read as truth).
+
+    Raises:
+        ValueError: naming the parameter and the value.
+    """
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{name} must be True or False (JSON: true/false), got {value!r}; "
+            "strings such as 'no' are not read as booleans."
+        )
 
 
 def cache_root() -> Path:
@@ -287,9 +339,11 @@ PRESETS["bench-dev"] = replace(PRESETS["bench"], eval_split="dev")  # bench's de
 
 
 def get_preset(name: str) -> Preset:
-    """``PRESETS[name]``, or ``ValueError`` naming the presets."""
+    """``PRESETS[name]``, or ``ValueError`` naming the closest preset and all of them."""
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        close = difflib.get_close_matches(str(name), PRESETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown preset {name!r}.{hint} Choose one of {', '.join(PRESETS)}.")
     return PRESETS[name]
 
 
@@ -323,6 +377,21 @@ class ExperimentConfig:
     eval_before: bool = True  # also evaluate the undistilled student (the "before" row)
     corpus_seed: int | None = None  # corpus sample seed; None = ``seed`` (a corpus per seed)
     per_source: int | None = 3000  # built corpus without max_texts: texts per source; None = all
+
+    def __post_init__(self) -> None:
+        """Range checks of the run's own numbers (``train``/``eval`` check theirs)."""
+        check_count("seed", self.seed, 0)
+        check_count("max_texts", self.max_texts, 1, "None (every corpus text)")
+        check_count("max_length", self.max_length, 1)
+        check_count("teacher_layers", self.teacher_layers, 1)
+        check_count("corpus_seed", self.corpus_seed, 0, "None (the run's seed)")
+        check_count("per_source", self.per_source, 1, "None (every text of a source)")
+        check_bool("eval_before", self.eval_before)
+        if not isinstance(self.params, dict):
+            raise ValueError(
+                f"params must be a dict of method parameters, got {type(self.params).__name__} "
+                f"{self.params!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (``dataclasses.asdict``)."""

@@ -20,7 +20,10 @@ SKD builds its sense dictionary as its teacher-cache stage and is scored with th
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import inspect
+import json
 import logging
 import resource
 import time
@@ -37,13 +40,17 @@ from samd_common.config import (
     MTEBConfig,
     Preset,
     RunState,
+    check_count,
     default_mteb_dir,
     get_preset,
+    is_unset,
     resolve_setting,
 )
 from samd_common.data.corpus import build_corpus, load_corpus, sample_indices, without_heldout
 from samd_common.data.demo import write_demo_data
 from samd_common.data.tasks import load_tasks
+from samd_common.data.user_tasks import resolve_task_list, split_task_list
+from samd_common.evaluation.checks import check_eval_config, check_max_length
 from samd_common.evaluation.memo import cached_evaluate
 from samd_common.evaluation.mteb_tasks import get_mteb_task
 from samd_common.evaluation.suite import default_dims, evaluate_depth_grid, evaluate_suite
@@ -54,7 +61,7 @@ from samd_common.reporting.keys import with_depth
 from samd_common.reporting.plots import plot_depth_grid, plot_dims, plot_mteb
 from samd_common.reporting.results import RunRecord, record_results, results_table
 from samd_common.training.batching import DistillDataset
-from samd_common.training.loop import TrainConfig, seed_everything, train
+from samd_common.training.loop import TrainConfig, latest_checkpoint, seed_everything, train
 from samd_common.training.teacher_cache import build_teacher_cache
 
 log = logging.getLogger(__name__)
@@ -79,23 +86,24 @@ def make_config(
     max_length: int | None = None,
     teacher_layers: int = 1,
     tasks: str | list[str] | tuple[str, ...] | None = None,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | str | None = None,
     **overrides: Any,
 ) -> ExperimentConfig:
     """Build the run config of any registry method: explicit arguments > environment > preset.
 
-    Explicit arguments that are empty, 0 or None are unset. ``preset="smoke"`` ignores the
-    environment (it uses generated data). ``tasks`` may be a comma-separated string (MTEB: names
-    or reference indices, ``"2,4"``). ``overrides`` may set any ``TrainConfig`` field, any field
-    of the method's evaluation config (``EvalConfig``, or ``MTEBConfig`` for SKD), or any of the
-    method's parameters (SKD: ``mode="sep"``, ``cluster="kmeans"``; empty values are unset).
+    None and "" are unset; any other value is checked (``epochs=0`` is an error, not the preset's)
+    and a bad one raises one line naming it, with the closest valid name for a typo. ``tasks``:
+    suite — names and/or ``PATH[:family]`` CSV tasks, ``;`` between (``split_task_list``); MTEB —
+    names or indices, ``"2,4"``. ``params`` may be a JSON string (papermill's ``-p``). Overrides:
+    ``TrainConfig``/evaluation-config fields, method settings (SKD: ``mode="sep"``).
     """
     spec = get_method(method)
     p = get_preset(preset).for_method(spec.name)
+    params = params_dict(params)
     train_over, eval_over, param_over = _split_overrides(spec, overrides)
     train_csv, eval_dir = _data_paths(spec.hooks.protocol, preset, train_csv, eval_dir)
     use_env = preset != "smoke"
-    return ExperimentConfig(
+    cfg = ExperimentConfig(
         method=spec.name,
         teacher=teacher or p.teacher,
         student=student or p.student,
@@ -104,14 +112,14 @@ def make_config(
         output_dir=resolve_setting(output_dir, "outputs", "SAMD_OUTPUT_DIR", use_env),
         train_csv=train_csv,
         eval_dir=eval_dir,
-        max_texts=max_texts or p.max_texts,
-        max_length=max_length or p.max_length,
+        max_texts=_pick(max_texts, p.max_texts),
+        max_length=_pick(max_length, p.max_length),
         teacher_layers=teacher_layers,
-        params={**_default_params(spec), **p.params, **(params or {}), **param_over},
+        params={**_default_params(spec), **p.params, **params, **param_over},
         train=TrainConfig(
-            epochs=epochs or p.epochs,
-            lr=lr or p.lr,
-            batch_size=batch_size or p.batch_size,
+            epochs=_pick(epochs, p.epochs),
+            lr=_pick(lr, p.lr),
+            batch_size=_pick(batch_size, p.batch_size),
             seed=seed,
             **{**spec.train_defaults, **p.train, **train_over},
         ),
@@ -119,6 +127,61 @@ def make_config(
         corpus_seed=p.corpus_seed,
         per_source=p.per_source,
     )
+    check_config(spec, cfg)
+    return cfg
+
+
+def _pick(explicit: Any, preset: Any) -> Any:
+    """``explicit`` unless it is unset (None or empty: ``config.is_unset``), else ``preset``."""
+    return preset if is_unset(explicit) else explicit
+
+
+def params_dict(params: dict[str, Any] | str | None) -> dict[str, Any]:
+    """The method parameters as a dict: None → ``{}``, a JSON object string → its dict.
+
+    papermill's ``-p params '{"use_sam": false}'`` passes the string, not a dict.
+
+    Raises:
+        ValueError: a string that is not a JSON object, or a value that is neither.
+    """
+    if is_unset(params):
+        return {}
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"params is not valid JSON ({err.msg} at character {err.pos}): {params!r}; pass "
+                """a JSON object with double quotes, e.g. -p params '{"use_sam": false}'."""
+            ) from None
+    if not isinstance(params, dict):
+        raise ValueError(
+            f"params must be a dict (or a JSON object string) of method parameters, got "
+            f"{type(params).__name__} {params!r}."
+        )
+    return params
+
+
+def check_config(spec: MethodSpec, cfg: ExperimentConfig) -> None:
+    """Checks ``make_config`` runs before any work: method parameters, evaluation settings.
+
+    The parameters are built as the training stage will build them (``Params.from_dict``: unknown
+    keys get the closest name, values their type and range), so a typo fails now, not after the
+    teacher cache.
+
+    Raises:
+        ValueError / KeyError: naming the bad parameter or task.
+    """
+    settings = {f.name for f in fields(spec.hooks.settings)} if spec.hooks.settings else set()
+    spec.params_class.from_dict({k: v for k, v in cfg.params.items() if k not in settings})
+    if spec.hooks.settings:  # the method's pipeline settings (SKD: clustering), checked likewise
+        spec.hooks.settings(**{k: v for k, v in cfg.params.items() if k in settings})
+    if isinstance(cfg.eval, EvalConfig):
+        check_eval_config(cfg.eval)
+        resolve_task_list(cfg.eval.tasks)
+    else:
+        check_count("n_experiments", cfg.eval.n_experiments, 1, "None (the task's own)")
+        check_count("samples_per_label", cfg.eval.samples_per_label, 1, "None (the task's own)")
 
 
 def _default_params(spec: MethodSpec) -> dict[str, Any]:
@@ -133,11 +196,18 @@ def _split_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> tuple[dict,
     eval_type = MTEBConfig if spec.hooks.protocol == "mteb" else EvalConfig
     eval_fields = {f.name for f in fields(eval_type)}
     param_names = set(_default_params(spec))
-    unknown = set(overrides) - train_fields - eval_fields - param_names
+    known = train_fields | eval_fields | param_names
+    unknown = sorted(set(overrides) - known)
     if unknown:
+        named = set(inspect.signature(make_config).parameters) - {"overrides"}
+        close = difflib.get_close_matches(unknown[0], known | named, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"Unknown setting(s) {sorted(unknown)}; TrainConfig/{eval_type.__name__} fields: "
-            f"{sorted(train_fields | eval_fields)}; {spec.name} parameters: {sorted(param_names)}."
+            f"Unknown setting {unknown[0]!r} for {spec.name}.{hint} Known: make_config's "
+            f"arguments, TrainConfig/{eval_type.__name__} fields "
+            f"{sorted(train_fields | eval_fields)}"
+            + (f", {spec.name} settings {sorted(param_names)}" if param_names else "")
+            + f"; method parameters go in params (those of {spec.params_class.__name__})."
         )
     train_over = {k: v for k, v in overrides.items() if k in train_fields}
     eval_over = {k: v for k, v in overrides.items() if k in eval_fields}
@@ -169,7 +239,9 @@ def _eval_config(
     protocol: str, p: Preset, seed: int, tasks: Any, overrides: dict[str, Any]
 ) -> EvalConfig | MTEBConfig:
     """The evaluation config of the protocol, from the preset (``tasks``: names or a string)."""
-    if isinstance(tasks, str):
+    if isinstance(tasks, str) and protocol == "suite":
+        tasks = split_task_list(tasks)  # built-in names and user tasks (PATH[:family])
+    elif isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if protocol == "mteb":
         names = tuple(get_mteb_task(t).name for t in (tasks or p.mteb_tasks))
@@ -207,11 +279,23 @@ def run_experiment(cfg: ExperimentConfig) -> RunRecord:
     started = time.perf_counter()
     for name in STAGES:
         t0 = time.perf_counter()
-        (getattr(run.spec.hooks, name) or DEFAULT_STAGES[name])(run)
+        try:
+            (getattr(run.spec.hooks, name) or DEFAULT_STAGES[name])(run)
+        except BaseException:  # which stage of which run, and how to keep the finished epochs
+            log.error("stage %r of %s failed%s", name, run.run_dir, _resume_hint(run))
+            raise
         run.timings[f"{name}_s"] = time.perf_counter() - t0
     run.timings["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     run.timings["total_s"] = time.perf_counter() - started
     return record_run(run)
+
+
+def _resume_hint(run: RunState) -> str:
+    """``"; rerun with resume=True …"`` when the failed run left checkpoints (else ``""``)."""
+    last = latest_checkpoint(run.run_dir / "checkpoints")
+    if last is None or run.cfg.train.resume:
+        return ""
+    return f"; {last.name} is kept: rerun with resume=True to continue from it"
 
 
 def run_name(cfg: ExperimentConfig, flavour: str) -> str:
@@ -233,7 +317,7 @@ def start_run(cfg: ExperimentConfig) -> RunState:
 def load_inputs(run: RunState) -> None:
     """Stage ``inputs``: the 9 evaluation tasks and the corpus texts."""
     eval_dir, run.texts, run.extra["corpus"] = _corpus(run.cfg, run.run_dir)
-    run.tasks = load_tasks(run.cfg.eval.tasks, eval_dir)
+    run.tasks = load_tasks(resolve_task_list(run.cfg.eval.tasks), eval_dir)
 
 
 def _corpus(cfg: ExperimentConfig, run_dir: Path) -> tuple[Path, list[str], dict[str, Any]]:
@@ -286,6 +370,7 @@ def load_models(run: RunState) -> None:
     run.student = load_encoder(
         resolve_model(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
     )
+    check_max_length(cfg.max_length, run.student)  # a longer cap fails deep inside the model
     run.dims = default_dims(run.student.dim, cfg.eval.dims)  # halving series + configured dims
     if run.spec.elastic_depth:
         transformer_layers(run.student.backbone)  # fail now, not after training, if unsupported
@@ -317,6 +402,7 @@ def cache_teacher(run: RunState) -> None:
         attn_implementation="eager",
         device=run.student.device,
     )
+    check_max_length(cfg.max_length, teacher)
     run.cache = build_teacher_cache(teacher, run.texts, cfg.max_length, cfg.teacher_layers)
 
 

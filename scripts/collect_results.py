@@ -12,6 +12,8 @@ dim).
 
 ``--show`` prints the table of each given results JSON instead (one run: the undistilled student
 next to the distilled one per task and dim; the MTEB table for an SKD run) and writes nothing.
+A results file that does not read (truncated JSON, not a results record) is reported and skipped,
+in a sweep as with ``--show`` (exit code 2 there if any was skipped).
 
 Output (in OUT_DIR, default RESULTS_DIR):
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -141,13 +144,19 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
 
 def show(paths: list[Path]) -> int:
     """Print the table of each results JSON (``--show``)."""
+    shown = 0
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         for path in paths:
-            record = load_record(path)
+            try:
+                record = load_record(path)
+            except (OSError, ValueError) as err:  # a truncated or foreign file: report, go on
+                log.error("skip %s: %s", path, " ".join(str(err).split()))
+                continue
+            shown += 1
             pair = f"{record.teacher} → {record.model}" if record.teacher else record.model
             print(f"\n{record.method}: {pair}  ({path})")
             print(results_table(record).to_string())
-    return 0
+    return 0 if shown == len(paths) else 2
 
 
 def skd_section(skd: pd.DataFrame) -> str:
@@ -213,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(sections) == 1:
         log.error("no suite or SKD metrics in the results.json files under %s", args.results_dir)
         return 2
-    (out / "results.md").write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    tmp = out / ".results.md.tmp"  # written whole, then renamed: never a half table
+    tmp.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "results.md")
     log.info("wrote %s (tables, CSVs and figures)", out / "results.md")
     return 0
 

@@ -8,11 +8,17 @@
 Each (method, seed) runs ``CTKD/<method>.ipynb`` or ``MRL/<method>.ipynb`` with injected
 parameters; the executed notebook and its results JSON land under
 ``<output-dir>/<preset>/<method>[+<tag>]/seed<k>/`` (a tag names an ablation or variant). A run
-whose ``results.json`` already exists is skipped, so an
-interrupted sweep continues where it stopped. A failing run never stops the others; the script
-ends with a summary of failures (exit code 1 if any). ``--reference`` also evaluates the teacher
-once with the preset's protocol (``<output-dir>/<preset>/_reference/``); the undistilled student
-is in every run's results (``metrics_before``). ``scripts/collect_results.py`` builds the tables.
+whose ``results.json`` already exists (and reads as a results record) is skipped, so an
+interrupted sweep continues where it stopped; ``--resume`` also continues an interrupted *run*
+from its last per-epoch checkpoint instead of epoch 0 (the notebooks' ``resume`` parameter).
+Every ``--param`` name is checked against the notebook's ``parameters`` cell and every value by
+``make_config`` before anything runs (papermill itself only warns "Passed unknown parameter"
+and runs with the default): a bad one ends the script at once with one line naming it (exit
+code 2; ``--debug`` shows the traceback). A failing run never stops the others; the script
+ends with a summary of failures, one line each (exit code 1 if any). ``--reference`` also
+evaluates the teacher once with the preset's protocol (``<output-dir>/<preset>/_reference/``);
+the undistilled student is in every run's results (``metrics_before``).
+``scripts/collect_results.py`` builds the tables.
 
 ``--archive DIR`` also copies every finished ``results.json`` (and the teacher reference) to
 ``DIR/<method>[+<tag>]/seed<k>/results.json``, a small tree that can be committed (e.g.
@@ -29,21 +35,55 @@ DIR/_reference/teacher-<model>-mteb.json``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import json
 import logging
+import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from samd_common.config import get_preset
+from samd_common.experiment import make_config
 from samd_common.files import write_json_atomic
 from samd_common.methods import METHODS, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("run_experiments")
+USER_ERRORS = (ValueError, KeyError, OSError)  # bad input: one line, no traceback
+MTEB_DROPPED = ("eval_dir", "train_csv", "eval_tasks")  # suite-only parameters, not sent to SKD
+OWN_FLAGS = {  # notebook parameters the runner sets itself: not accepted as --param
+    "method": "--methods",
+    "preset": "--preset",
+    "seed": "--seeds",
+    "output_dir": "--output-dir",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose errors are one line (no usage block) with exit code 2."""
+
+    def error(self, message: str):
+        """Print ``prog: error: message`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def message(err: BaseException) -> str:
+    """The message of ``err`` (a KeyError's without quotes; papermill: the failing cell's)."""
+    text = getattr(err, "evalue", None)
+    if text is None:
+        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return str(text)
+
+
+def one_line(err: BaseException, width: int = 300) -> str:
+    """``Type: message`` of ``err`` on one line, cut at a word boundary."""
+    name = getattr(err, "ename", None) or type(err).__name__
+    return textwrap.shorten(f"{name}: {message(err)}", width, placeholder=" …")
 
 
 def notebook_path(method: str) -> Path:
@@ -53,16 +93,93 @@ def notebook_path(method: str) -> Path:
 
 
 def parse_param(text: str) -> tuple[str, object]:
-    """``name=value`` with JSON values where they parse (numbers, dicts), else strings."""
-    name, _, value = text.partition("=")
+    """``name=value`` with JSON values where they parse (numbers, dicts), else strings.
+
+    Raises:
+        ValueError: no ``=`` or no name.
+    """
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip():
+        raise ValueError(f"--param {text!r}: write name=value, e.g. --param epochs=2.")
+    name = name.strip()
     try:
         return name, json.loads(value)
     except json.JSONDecodeError:
         return name, value
 
 
+def is_done(path: Path) -> bool:
+    """Whether ``path`` is a finished run's results JSON (a truncated or foreign file is not)."""
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s is unreadable (%s): treated as not done, the run goes again", path, err)
+        return False
+    if not isinstance(record, dict) or "metrics" not in record:
+        log.warning("%s holds no results record: treated as not done", path)
+        return False
+    return True
+
+
+def notebook_parameters(method: str) -> set[str]:
+    """Names in the ``parameters`` cell of a method's notebook (papermill's own reading)."""
+    import papermill
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # no "Input Notebook" line per check
+    try:
+        return set(papermill.inspect_notebook(str(notebook_path(method))))
+    finally:
+        logging.getLogger("papermill").setLevel(logging.NOTSET)
+
+
+def run_params(method: str, base: dict) -> dict:
+    """The parameters sent to ``method``'s notebook (SKD: no suite folders or tasks)."""
+    if get_method(method).hooks.protocol == "mteb":
+        dropped = sorted(set(base) & set(MTEB_DROPPED))
+        if dropped:
+            log.warning("%s: %s not passed (it is scored on its MTEB task files)", method, dropped)
+        return {k: v for k, v in base.items() if k not in MTEB_DROPPED}
+    return dict(base)
+
+
+def check_params(methods: list[str], base: dict, seeds: list[int]) -> None:
+    """Every parameter name is one of each notebook's, every value passes ``make_config``.
+
+    The values are checked as the notebook's ``make_config`` call will see them (``eval_tasks``
+    is its ``tasks``), from the repository root where the notebooks run.
+
+    Raises:
+        ValueError / KeyError: one line naming the parameter (and the closest valid name).
+    """
+    for method in methods:
+        params = run_params(method, base)
+        known = notebook_parameters(method)
+        for name in sorted(set(params) - known):
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"--param {name}: {notebook_path(method).relative_to(ROOT)} has no parameter "
+                f"{name!r}{hint} (papermill would only warn and run with the default). Its "
+                f"parameters: {', '.join(sorted(known))}."
+            )
+        kwargs = {k: v for k, v in params.items() if k != "method"}
+        if "eval_tasks" in kwargs:  # the notebook passes it as make_config's tasks
+            kwargs["tasks"] = kwargs.pop("eval_tasks")
+        cwd = Path.cwd()
+        os.chdir(ROOT)  # relative paths mean what they will mean in the notebook
+        try:
+            for seed in seeds:
+                make_config(method, **{**kwargs, "seed": seed})
+        except USER_ERRORS as err:
+            raise ValueError(f"{method}: {message(err)}") from err
+        finally:
+            os.chdir(cwd)
+
+
 def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
-    """Execute one notebook; return its results JSON path."""
+    """Execute one notebook; return its results JSON path (copied there atomically)."""
     import papermill
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +194,8 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
     found = sorted(run_dir.glob("*/results.json"))
     if not found:
         raise RuntimeError(f"{method} seed {seed}: the notebook wrote no results.json")
-    (run_dir / "results.json").write_text(found[-1].read_text())
-    return run_dir / "results.json"
+    record = json.loads(found[-1].read_text(encoding="utf-8"))
+    return write_json_atomic(run_dir / "results.json", record)  # decides "skip" next time
 
 
 def evaluate_script():
@@ -96,7 +213,7 @@ def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
     p = get_preset(preset)
     teacher = teacher or p.teacher
     path = out / "_reference" / f"teacher-{Path(teacher).name}.json"
-    if path.is_file():
+    if is_done(path):
         return path
     seed = 0 if p.eval_seed is None else p.eval_seed
     argv = ["--model", teacher, "--output", str(path), "--seed", str(seed)]
@@ -116,11 +233,9 @@ def archive_copy(src: Path, archive: Path | None, rel: Path) -> None:
     write_json_atomic(archive / rel, json.loads(src.read_text(encoding="utf-8")))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the sweep; print a summary."""
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python scripts/run_experiments.py``."""
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["all"], help="registry keys or 'all'")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--preset", default="demo")
@@ -133,13 +248,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--archive", type=Path, default=None, help="copy results JSONs here; skip runs found here"
     )
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs from their last per-epoch checkpoint (not epoch 0)",
+    )
+    p.add_argument("--debug", action="store_true", help="show the traceback of a bad input")
+    return p
+
+
+def plan(args) -> tuple[list[str], dict]:
+    """The sweep's methods and shared notebook parameters, all checked before any run.
+
+    Raises:
+        ValueError / KeyError: an unknown preset, method or parameter, or a bad value.
+    """
+    get_preset(args.preset)
     methods = (
         list(METHODS) if args.methods == ["all"] else [get_method(m).name for m in args.methods]
     )
-    base = {"preset": args.preset, **dict(parse_param(x) for x in args.param)}
+    given = dict(parse_param(x) for x in args.param)
+    for name in sorted(set(given) & set(OWN_FLAGS)):
+        raise ValueError(f"--param {name}: the runner sets it; use {OWN_FLAGS[name]} instead.")
+    base = {"preset": args.preset, **given}
     base.update({k: v for k, v in (("teacher", args.teacher), ("student", args.student)) if v})
+    if args.resume:
+        base["resume"] = True
+    check_params(methods, base, args.seeds)
+    return methods, base
+
+
+def sweep(args, methods: list[str], base: dict) -> tuple[int, list[tuple[str, int, str]]]:
+    """Run every (method, seed) not done yet; return (runs with results, failures)."""
     runs = [(m, s) for s in args.seeds for m in methods]
     failures, done = [], 0
     label = "{}+" + args.tag if args.tag else "{}"
@@ -148,31 +288,45 @@ def main(argv: list[str] | None = None) -> int:
             ref = reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
             archive_copy(ref, args.archive, Path("_reference") / ref.name)
         except Exception as err:  # noqa: BLE001 - the runs go on without the teacher row
-            failures.append(("teacher", -1, f"{type(err).__name__}: {str(err)[:300]}"))
+            failures.append(("teacher", -1, one_line(err)))
     for method, seed in tqdm(runs, desc="runs"):
         rel = Path(label.format(method)) / f"seed{seed}" / "results.json"
         run_dir = args.output_dir / args.preset / rel.parent
-        if (run_dir / "results.json").is_file():
+        if is_done(run_dir / "results.json"):
             log.info("skip %s seed %d (results exist)", method, seed)
             archive_copy(run_dir / "results.json", args.archive, rel)
             done += 1
             continue
-        if args.archive is not None and (args.archive / rel).is_file():
+        if args.archive is not None and is_done(args.archive / rel):
             log.info("skip %s seed %d (results archived in %s)", method, seed, args.archive)
             done += 1
             continue
         t0 = time.perf_counter()
         try:
-            params = dict(base)
-            if get_method(method).hooks.protocol == "mteb":  # SKD: MTEB task files, not the suite
-                params = {k: v for k, v in params.items() if k not in ("eval_dir", "train_csv")}
-            archive_copy(run_one(method, seed, run_dir, params), args.archive, rel)
+            result = run_one(method, seed, run_dir, run_params(method, base))
+            archive_copy(result, args.archive, rel)
             done += 1
             log.info("done %s seed %d in %.0f s", method, seed, time.perf_counter() - t0)
         except Exception as err:  # noqa: BLE001 - one failing run must not stop the sweep
-            failures.append((method, seed, f"{type(err).__name__}: {str(err)[:300]}"))
-            log.error("FAILED %s seed %d: %s", method, seed, err)
-    print(f"\n{done}/{len(runs)} runs have results under {args.output_dir / args.preset}")
+            failures.append((method, seed, one_line(err)))
+            log.error("FAILED %s seed %d: %s", method, seed, one_line(err))
+    return done, failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep; print a summary (exit 2: bad input, nothing ran; 1: a run failed)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        methods, base = plan(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"error: {' '.join(message(err).split())}", file=sys.stderr)
+        return 2
+    done, failures = sweep(args, methods, base)
+    total = len(args.seeds) * len(methods)
+    print(f"\n{done}/{total} runs have results under {args.output_dir / args.preset}")
     for method, seed, err in failures:
         print(f"FAILED {method} seed {seed}: {err}")
     return 1 if failures else 0

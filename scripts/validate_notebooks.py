@@ -43,7 +43,12 @@ epochs: Optional[int] = None  # preset full: {epochs}
 lr: Optional[float] = None  # preset full: {lr}
 batch_size: Optional[int] = None  # preset full: {batch_size}
 max_texts: Optional[int] = None  # corpus cap; preset full: {max_texts}
+resume: bool = False  # continue an interrupted run from its last per-epoch checkpoint
 {extra}params: Optional[dict] = None  # method parameters over its defaults (listed above)"""
+# The suite's tasks: built-in names and/or the user's CSVs (data.user_tasks), made ``tasks=``.
+EVAL_TASKS = (
+    'eval_tasks: Optional[str] = None  # None: the 9 tasks; or names/your CSVs "stsb;my_eval:sts"'
+)
 HELP = {
     "suite": (
         "corpus file; None: $SAMD_TRAIN_CSV or a clean one from eval_dir",
@@ -56,7 +61,7 @@ HELP = {
 }
 CONFIG_ARGS = (
     *("teacher", "student", "train_csv", "eval_dir", "preset", "seed", "output_dir"),
-    *("epochs", "lr", "batch_size", "max_texts"),
+    *("epochs", "lr", "batch_size", "max_texts", "resume"),
 )  # parameters passed on to make_config by keyword (then the method's extras, then params)
 
 
@@ -112,14 +117,22 @@ def _parameters(spec: MethodSpec) -> str:
         lr=p.lr,
         batch_size=p.batch_size,
         max_texts="all texts" if p.max_texts is None else p.max_texts,
-        extra="".join(f"{line}\n" for line in spec.notebook_parameters),
+        extra="".join(f"{line}\n" for line in _extra_parameters(spec)),
     )
+
+
+def _extra_parameters(spec: MethodSpec) -> tuple[str, ...]:
+    """Parameter lines after the shared ones: the suite's ``eval_tasks``, the method's own."""
+    suite = (EVAL_TASKS,) if spec.hooks.protocol == "suite" else ()
+    return (*suite, *spec.notebook_parameters)
 
 
 def _run_cells(spec: MethodSpec) -> list[str]:
     """``make_config(...)`` with every parameter, then ``run_experiment``."""
-    extras = [line.split(":")[0] for line in spec.notebook_parameters]
-    args = "".join(f"    {a}={a},\n" for a in (*CONFIG_ARGS, *extras, "params"))
+    extras = [line.split(":")[0] for line in _extra_parameters(spec)]
+    keyword = {"eval_tasks": "tasks"}  # notebook parameter → make_config argument
+    names = (*CONFIG_ARGS, *extras, "params")
+    args = "".join(f"    {keyword.get(a, a)}={a},\n" for a in names)
     return [f"cfg = make_config(\n    method,\n{args})\ncfg", "result = run_experiment(cfg)"]
 
 
@@ -207,6 +220,23 @@ def build(spec: MethodSpec) -> nbformat.NotebookNode:
     return nb
 
 
+def keep_cell_ids(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """``nb`` with the cell ids of the notebook at ``path`` where its cells line up (same type).
+
+    The ids are random; keeping them keeps a regenerated notebook's diff to what changed.
+    """
+    if not path.is_file():
+        return nb
+    try:
+        old = nbformat.read(path, as_version=4).cells
+    except Exception:  # noqa: BLE001 - an unreadable notebook is rewritten with new ids
+        return nb
+    for cell, before in zip(nb.cells, old, strict=False):
+        if cell.cell_type == before.cell_type and before.get("id"):
+            cell["id"] = before["id"]
+    return nb
+
+
 def _strip_ids(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict]]:
     """What a comparison looks at: each cell's type, source and metadata (not its random id)."""
     return [(c.cell_type, c.source, dict(c.get("metadata", {}))) for c in nb.cells]
@@ -283,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         for spec in METHODS.values():
             notebook_path(spec).parent.mkdir(exist_ok=True)
-            nbformat.write(build(spec), notebook_path(spec))
+            nbformat.write(keep_cell_ids(build(spec), notebook_path(spec)), notebook_path(spec))
             print(f"wrote {notebook_path(spec).relative_to(ROOT)}")
     problems = [line for spec in METHODS.values() for line in check(spec)]
     expected = {notebook_path(spec) for spec in METHODS.values()}

@@ -113,7 +113,8 @@ def test_run_experiment_runs_the_stages_and_a_registry_entry_replaces_them(tmp_p
 
         return run_stage
 
-    hooks = RunHooks("mteb", lambda cfg: "Fake-v", None, **{s: stage(s) for s in ex.STAGES})
+    settings = METHODS["SKD"].hooks.settings  # make_config checks the preset's SKD settings
+    hooks = RunHooks("mteb", lambda cfg: "Fake-v", settings, **{s: stage(s) for s in ex.STAGES})
     spec = replace(get_method("SKD"), hooks=hooks)
     monkeypatch.setattr(ex, "get_method", lambda name: spec)
     record = ex.run_experiment(make_config("SKD", preset="smoke", output_dir=str(tmp_path)))

@@ -2,7 +2,9 @@
 
 * :mod:`~samd_common.data.tasks` — ``TASKS`` (one ``TaskSpec`` per task) and validated CSV loading;
 * :mod:`~samd_common.data.corpus` — the leakage-free corpus builder, its audit and loader;
-* :mod:`~samd_common.data.demo` — tiny synthetic data in the canonical layout (smoke runs, tests).
+* :mod:`~samd_common.data.demo` — tiny synthetic data in the canonical layout (smoke runs, tests);
+* :mod:`~samd_common.data.user_tasks` — a user's own tasks from CSV files and a family, and task
+  lists as a CLI flag or notebook parameter gives them (``"stsb;my_eval:sts"``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from samd_common.data.tasks import (
     load_task,
     load_tasks,
 )
+from samd_common.data.user_tasks import (
+    load_user_tasks,
+    parse_user_tasks,
+    resolve_task_list,
+    split_task_list,
+    user_tasks,
+)
 
 __all__ = [
     "TASKS",
@@ -34,6 +43,11 @@ __all__ = [
     "load_corpus",
     "load_task",
     "load_tasks",
+    "load_user_tasks",
+    "parse_user_tasks",
+    "resolve_task_list",
+    "split_task_list",
     "synthetic_sentences",
+    "user_tasks",
     "write_demo_data",
 ]

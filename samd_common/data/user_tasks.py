@@ -33,9 +33,11 @@ from samd_common.data.tasks import (
     FAMILIES,
     MAIN_SCORES,
     SPLITS,
+    TASKS,
     TaskData,
     TaskSpec,
     file_aliases,
+    get_task,
     load_tasks,
 )
 
@@ -214,3 +216,50 @@ def parse_user_tasks(text: str) -> list[TaskSpec]:
             f"(families: {', '.join(FAMILIES)}, auto)."
         )
     return user_tasks(path, {name.strip(): family.strip() for name, _, family in pairs})
+
+
+def _is_task_name(item: str) -> bool:
+    """A built-in task, or a word that is no path (a typo of one: ``get_task`` suggests it)."""
+    if item in TASKS:
+        return True
+    return not any(c in item for c in ":/\\") and not Path(item).expanduser().exists()
+
+
+def split_task_list(text: str) -> list[str]:
+    """A task list given as one string → its items: built-in names and ``PATH[:family]`` specs.
+
+    Items are separated by ``;``. An item whose comma-separated parts all look like task names
+    gives one item per name, so ``"stsb,sickr"``, ``"my_eval:sts"`` and
+    ``"stsb;my_eval:a=sts,b=pair"`` all read as meant.
+    """
+    items: list[str] = []
+    for chunk in (c.strip() for c in text.split(";")):
+        parts = [t.strip() for t in chunk.split(",") if t.strip()]
+        if parts and all(_is_task_name(t) for t in parts):
+            items += parts
+        elif chunk:
+            items.append(chunk)
+    return items
+
+
+def resolve_task_list(items: Collection[str | TaskSpec] | None) -> list[str | TaskSpec] | None:
+    """Items of a task list → what ``load_tasks`` takes (None stays None: all nine).
+
+    Built-in names are checked (``get_task``), ``PATH[:family]`` items become their specs
+    (:func:`parse_user_tasks`), specs pass as they are.
+
+    Raises:
+        KeyError: an unknown task name, with the closest one;
+        DataError: a user-task item whose folder, files or families are wrong.
+    """
+    if items is None:
+        return None
+    out: list[str | TaskSpec] = []
+    for item in items:
+        if isinstance(item, TaskSpec):
+            out.append(item)
+        elif _is_task_name(item):
+            out.append(get_task(item).name)
+        else:
+            out += parse_user_tasks(item)
+    return out

@@ -9,9 +9,7 @@ class even when the files are fine. Every failure is one ``ValueError`` line nam
 
 from __future__ import annotations
 
-import numpy as np
-
-from samd_common.config import EvalConfig
+from samd_common.config import EvalConfig, check_count
 from samd_common.data.checks import SPLIT_FIXES, DataError, check_label_sets, split_problem
 from samd_common.data.tasks import Split, TaskData
 
@@ -24,20 +22,6 @@ _COUNTS = (
     ("lr_max_iter", 1, None),
     ("seed", 0, None),
 )
-
-
-def check_count(name: str, value: object, minimum: int, none_means: str | None = None) -> None:
-    """``value`` is an int ≥ ``minimum`` (or None when ``none_means`` says what None does).
-
-    Raises:
-        ValueError: naming the parameter, the value and the valid range.
-    """
-    if value is None and none_means:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        allowed = f"an integer ≥ {minimum}"
-        allowed = f"{none_means} or {allowed}" if none_means else allowed
-        raise ValueError(f"{name} must be {allowed}, got {value!r}. Pass a value in that range.")
 
 
 def check_eval_config(cfg: EvalConfig) -> None:

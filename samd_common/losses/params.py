@@ -11,10 +11,45 @@ dataclass, rejecting unknown keys with the closest valid name.
 from __future__ import annotations
 
 import difflib
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar, TypeVar
 
 P = TypeVar("P", bound="Params")
+# annotation → whether a value fits it (bool is no number here: True must not pass as 1)
+_KINDS: dict[str, Callable[[object], bool]] = {
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def type_problem(annotation: object, value: object) -> str | None:
+    """Why ``value`` does not fit a field annotated ``annotation`` (None: it fits, or unchecked).
+
+    Checks the simple annotations of parameter classes (``bool``, ``int``, ``float``, ``str``,
+    ``list[...]`` of those, each ``| None``); ``"no"`` for a bool is an error, not ``True``.
+    """
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kinds = [k for k in kinds if k != "None"]
+    if len(kinds) != 1:
+        return None
+    kind = kinds[0]
+    inner = kind[5:-1] if kind.startswith("list[") else None
+    if inner in _KINDS:
+        ok = isinstance(value, list | tuple) and all(_KINDS[inner](v) for v in value)
+    elif kind in _KINDS:
+        ok = _KINDS[kind](value)
+    else:
+        return None
+    if ok:
+        return None
+    hint = " (JSON: true/false)" if kind == "bool" else ""
+    return f"must be {kind}{' or None' if 'None' in str(annotation) else ''}{hint}, got {value!r}"
 
 
 @dataclass
@@ -39,6 +74,10 @@ class Params:
         return {}
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            problem = type_problem(f.type, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"Invalid {self.method} parameter {f.name}: {problem}.")
         bad = [rule for rule, holds in self.rules().items() if not holds]
         if bad:
             raise ValueError(f"Invalid {type(self).__name__}, need {'; '.join(bad)} (got {self}).")

@@ -21,7 +21,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from samd_common.models.encoder import SentenceEncoder
 from samd_common.models.llm2vec import prepare_llm2vec
-from samd_common.models.table import pick_dtype, resolve_model
+from samd_common.models.table import MODELS, pick_dtype, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,34 @@ def _load_dense_head(path: Path) -> nn.Sequential | None:
     return nn.Sequential(*layers) if layers else None
 
 
+def check_model_folder(name_or_path: str) -> None:
+    """A name that can only be a local path names an existing model folder.
+
+    A path (it exists, or starts with ``/``, ``.`` or ``~``, or has more than one ``/``) that
+    does not exist would otherwise reach the Hub as a malformed repo id, and a folder without
+    ``config.json`` would fail inside the tokenizer with an unrelated hint.
+
+    Raises:
+        FileNotFoundError: naming the path and what to pass instead.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+    if not (looks_local or path.exists()):
+        return
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model {name!r}: no such folder ({path.absolute()}). Pass an existing model folder, "
+            f"a short name ({', '.join(MODELS)}) or an 'org/name' Hugging Face id."
+        )
+    if not (path / "config.json").is_file():
+        what = "a file" if path.is_file() else "a folder without config.json"
+        raise FileNotFoundError(
+            f"model {name!r}: {path} is {what}, not a model folder. Pass a folder written by "
+            "save_pretrained / sentence-transformers (config.json, tokenizer files, weights)."
+        )
+
+
 def load_encoder(
     name_or_path: str,
     device: str | torch.device | None = None,
@@ -77,6 +105,7 @@ def load_encoder(
     Raises:
         FileNotFoundError / OSError: with a message naming the model and what to do.
     """
+    check_model_folder(name_or_path)
     spec, path = resolve_model(name_or_path)
     spec = replace(spec, **spec_overrides, **({"dtype": dtype} if dtype else {}))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -123,8 +123,18 @@ def record_results(record: RunRecord, path: str | Path | None = None) -> Path:
 
 
 def load_record(path: str | Path) -> RunRecord:
-    """Read a results JSON written by ``record_results`` (or an earlier version of it)."""
-    return RunRecord.from_json(json.loads(Path(path).read_text(encoding="utf-8")), path)
+    """Read a results JSON written by ``record_results`` (or an earlier version of it).
+
+    Raises:
+        ValueError: the file is not JSON (e.g. truncated) or not a results record.
+    """
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), dict):
+        raise ValueError("not a results record (a JSON object with 'metrics')")
+    try:
+        return RunRecord.from_json(payload, path)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"not a results record ({err})") from None
 
 
 def is_suite(metrics: dict[str, float]) -> bool:

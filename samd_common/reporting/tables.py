@@ -53,8 +53,8 @@ def with_averages(metrics: dict[str, float]) -> dict[str, float]:
 def _read(path: Path) -> RunRecord | None:
     try:
         return load_record(path)
-    except ValueError as err:  # json.JSONDecodeError
-        log.warning("skip %s: not valid JSON (%s)", path, err)
+    except ValueError as err:  # truncated JSON, or not a results record
+        log.warning("skip %s: unreadable, not counted (%s)", path, err)
         return None
 
 

@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import logging
 import math
+import numbers
 import os
 import random
 import time
@@ -33,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from samd_common.config import check_bool, check_count, check_number
 from samd_common.distributed import barrier, broadcast_object, dist_info, init_distributed
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,39 @@ class TrainConfig:
     # since the attention weights always feed the output. Turn off for a small speed-up only
     # when every parameter is used on every step.
     find_unused_parameters: bool = True
+
+    def __post_init__(self) -> None:
+        """Range checks: one ``ValueError`` naming the first bad field and its valid range."""
+        check_count("epochs", self.epochs, 1)
+        steps = self.max_steps
+        whole = isinstance(steps, numbers.Real) and not isinstance(steps, bool) and steps % 1 == 0
+        if steps is not None and (not whole or steps < 1):
+            raise ValueError(  # the wording of ``train``'s own check
+                f"max_steps must be a positive number of optimizer steps, or None to train for "
+                f"`epochs` passes; got {steps!r}."
+            )
+        check_number("lr", self.lr, 0, open_low=True)
+        if self.proj_lr is not None:
+            check_number("proj_lr", self.proj_lr, 0, open_low=True)
+        # The contrastive terms take their negatives from the rest of the batch: one text has
+        # none, and InfoNCE is then exactly 0 (no error, no learning).
+        if isinstance(self.batch_size, numbers.Integral) and self.batch_size == 1:
+            raise ValueError(
+                "batch_size must be ≥ 2, got 1: the contrastive losses take their negatives "
+                "from the rest of the batch, so with one text they are exactly 0. Use ≥ 2 "
+                "(the paper: 32); to save memory, lower batch_size and raise grad_accum."
+            )
+        check_count("batch_size", self.batch_size, 2)
+        check_count("grad_accum", self.grad_accum, 1)
+        check_number("warmup_frac", self.warmup_frac, 0, 1)
+        check_number("min_lr_frac", self.min_lr_frac, 0, 1)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_number("grad_clip", self.grad_clip, 0)
+        check_count("seed", self.seed, 0)
+        check_count("max_nonfinite", self.max_nonfinite, 0)
+        check_count("num_workers", self.num_workers, 0)
+        for name in ("bf16", "resume", "show_progress", "find_unused_parameters"):
+            check_bool(name, getattr(self, name))
 
 
 @dataclass
@@ -211,14 +246,44 @@ def _all_finite(loss: torch.Tensor, world: int) -> tuple[bool, float]:
     return bool(stats[0] == 0), float(stats[1]) / world
 
 
+# Settings that do not change what is computed: a run may resume with other values of these.
+_RESUME_FREE = frozenset(
+    {"resume", "checkpoint_dir", "show_progress", "num_workers", "find_unused_parameters"}
+)
+
+
+def check_resumable(saved: dict, cfg: TrainConfig, ckpt: Path) -> None:
+    """``ckpt`` was written by a run with ``cfg``'s settings (else resuming mixes two runs).
+
+    Raises:
+        ValueError: naming the settings that differ, e.g. ``epochs=2`` then, ``epochs=3`` now.
+    """
+    now = asdict(cfg)
+    diff = [k for k in saved if k in now and k not in _RESUME_FREE and saved[k] != now[k]]
+    if diff:
+        then = ", ".join(f"{k}={saved[k]!r}" for k in diff)
+        here = ", ".join(f"{k}={now[k]!r}" for k in diff)
+        raise ValueError(
+            f"cannot resume from {ckpt}: it was written with {then}, this run has {here}. "
+            "Resume with the checkpoint's settings, or start afresh (resume=False or another "
+            "output_dir)."
+        )
+
+
 def _resume(
-    folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world: int
+    cfg: TrainConfig, method: nn.Module, optimizer: torch.optim.Optimizer, rank: int, world: int
 ) -> History | None:
-    """Load rank 0's newest checkpoint on every rank; return its history (None: none found)."""
+    """Load rank 0's newest checkpoint on every rank; return its history (None: none found).
+
+    Raises:
+        ValueError: the checkpoint was written with other settings (:func:`check_resumable`).
+    """
+    folder = Path(cfg.checkpoint_dir)
     ckpt = broadcast_object(latest_checkpoint(folder) if rank == 0 else None)
     if ckpt is None:
         return None
     state = torch.load(ckpt, map_location="cpu", weights_only=False)  # copied onto the device
+    check_resumable(state.get("config", {}), cfg, ckpt)
     method.load_state_dict(state["method"])
     optimizer.load_state_dict(state["optimizer"])
     rngs = state.get("rng_ranks") or [state["rng"]]
@@ -390,7 +455,7 @@ def train(
     # 2) resume from the newest checkpoint, then (after loading) wrap in DDP
     hist, start_epoch = History(), 0
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    if cfg.resume and ckpt_dir and (resumed := _resume(ckpt_dir, method, optimizer, rank, world)):
+    if cfg.resume and ckpt_dir and (resumed := _resume(cfg, method, optimizer, rank, world)):
         hist, start_epoch = resumed, resumed.epochs_done
     model = _wrap_ddp(method, device, cfg) if world > 1 else method
     use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
