@@ -111,7 +111,8 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
             index=part.index,
         )
         sections += [f"### {group}", to_markdown(text.rename_axis("model"))]
-    baselines = [name for name, spec in METHODS.items() if not spec.ours]
+    ran = set(long.loc[long.kind == DISTILLED, "label"])  # registry baselines with runs here
+    baselines = [name for name, spec in METHODS.items() if not spec.ours and name in ran]
     sections.append(f"## {method} vs the best baseline (@{full})")
     sections.append(
         f"Baselines: {', '.join(baselines)} (not ours, no ablations); the best is the highest "
