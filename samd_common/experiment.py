@@ -209,7 +209,7 @@ def _split_overrides(spec: MethodSpec, overrides: dict[str, Any]) -> tuple[dict,
             + (f", {spec.name} settings {sorted(param_names)}" if param_names else "")
             + f"; method parameters go in params (those of {spec.params_class.__name__})."
         )
-    train_over = {k: v for k, v in overrides.items() if k in train_fields}
+    train_over = {k: v for k, v in overrides.items() if k in train_fields and v is not None}
     eval_over = {k: v for k, v in overrides.items() if k in eval_fields}
     own = param_names - train_fields - eval_fields
     params = {k: v for k, v in overrides.items() if k in own and v is not None and v != ""}

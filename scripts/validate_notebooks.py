@@ -43,6 +43,7 @@ epochs: Optional[int] = None  # preset full: {epochs}
 lr: Optional[float] = None  # preset full: {lr}
 batch_size: Optional[int] = None  # preset full: {batch_size}
 max_texts: Optional[int] = None  # corpus cap; preset full: {max_texts}
+max_steps: Optional[int] = None  # steps, replace epochs; preset full: {max_steps}
 resume: bool = False  # continue an interrupted run from its last per-epoch checkpoint
 {extra}params: Optional[dict] = None  # method parameters over its defaults (listed above)"""
 # The suite's tasks: built-in names and/or the user's CSVs (data.user_tasks), made ``tasks=``.
@@ -61,7 +62,7 @@ HELP = {
 }
 CONFIG_ARGS = (
     *("teacher", "student", "train_csv", "eval_dir", "preset", "seed", "output_dir"),
-    *("epochs", "lr", "batch_size", "max_texts", "resume"),
+    *("epochs", "lr", "batch_size", "max_texts", "max_steps", "resume"),
 )  # parameters passed on to make_config by keyword (then the method's extras, then params)
 
 
@@ -117,6 +118,7 @@ def _parameters(spec: MethodSpec) -> str:
         lr=p.lr,
         batch_size=p.batch_size,
         max_texts="all texts" if p.max_texts is None else p.max_texts,
+        max_steps=p.train.get("max_steps") or "unset",
         extra="".join(f"{line}\n" for line in _extra_parameters(spec)),
     )
 
