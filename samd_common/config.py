@@ -263,53 +263,6 @@ PRESETS: dict[str, Preset] = {
             }
         },
     ),
-    # The benchmark where distillation can show (issue 15; to replace cpu-bench as the headline).
-    # Corpus: every clean in-domain train text (no per-source cap; OOD sources excluded; every
-    # dev/test sentence and the held-out dev slices of Banking77/MRPC left out, see holdout) drawn
-    # with the fixed corpus_seed, so every method and seed trains on the same texts and the
-    # teacher (whose cache is keyed by the texts) runs once for the whole sweep; the run's seed
-    # varies initialisation, dropout and data order. Evaluation: exactly cpu-bench's (1,000 fit /
-    # 1,000 test rows per task, one fixed subsample, eval_seed 0, dims 384/256/128/64).
-    # Dev protocol ("bench-dev" below: same corpus, scored on dev rows, never on test): each
-    # task's dev split; Banking77 and MRPC (no dev split) a fixed held-out slice of train (998 /
-    # 815 rows, stratified for Banking77), kept out of the corpus and the classifier's fit rows;
-    # SciTail and STS12 have only a test split, so they have no dev score: OOD dev = Emotion's dev
-    # split alone, SciTail/STS12 are read on test only (data/holdout.py).
-    # max_length 96, from the token lengths (scripts/token_lengths.py; prompt and special tokens
-    # counted): 96 tokens keep 100.00 % (MiniLM) / 99.99 % (EmbeddingGemma) of the 31,254 corpus
-    # texts whole. 64 would be the smallest with ≥ 99 % (99.92 % / 99.80 %), but max_length also
-    # caps the texts at evaluation, where 64 would cut 0.06 % / 0.15 % of the test-mode eval
-    # texts: at 96 none is cut (longest: 83 / 95 tokens), so the scores equal cpu-bench's
-    # protocol (128) token for token (dev mode: one teacher text of 105 tokens is cut). Batches
-    # are padded to their longest text, so 96 costs little more than 64 in training.
-    # Budget (max_steps, which replaces epochs; lr; batch size): placeholders until the dev
-    # learning curve sets them.
-    # SKD: as in cpu-bench (600 texts per MTEB task, k-means, test split only).
-    "bench": Preset(
-        teacher="embeddinggemma-300m",
-        student="minilm-l6",
-        max_texts=None,
-        max_length=96,
-        epochs=1,  # unused while max_steps is set
-        batch_size=32,
-        lr=2e-5,
-        train={"proj_lr": 1e-3, "max_steps": 1000},
-        corpus_seed=0,
-        per_source=None,
-        holdout=True,
-        max_train=1000,
-        max_test=1000,
-        eval_seed=0,
-        dims=(384, 256, 128, 64),
-        mteb_splits=("test",),
-        methods={
-            "SKD": {
-                "max_texts": 600,
-                "train": {"proj_lr": 1e-3},
-                "params": {"max_per_token": 200, "cluster": "kmeans"},
-            }
-        },
-    ),
     # The paper setting: 5 epochs, lr 2e-5, batch 32, cosine schedule, full corpus and eval.
     # SKD's reference: the LLM2Vec-Llama-3-8B teacher, its first 4 layers as student, the 16
     # reference tasks, 5 epochs at lr 5e-6 (Llama/run_train.sh; batch size not given there).
@@ -335,6 +288,37 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# The benchmark where distillation can show (issue 15; to replace cpu-bench as the headline).
+# Corpus: every clean in-domain train text (no per-source cap; OOD sources excluded; every
+# dev/test sentence and the held-out dev slices of Banking77/MRPC left out, see holdout) drawn
+# with the fixed corpus_seed, so every method and seed trains on the same texts and the
+# teacher (whose cache is keyed by the texts) runs once for the whole sweep; the run's seed
+# varies initialisation, dropout and data order. Evaluation and SKD: cpu-bench's (1,000 fit /
+# 1,000 test rows per task, one fixed subsample, eval_seed 0, dims 384/256/128/64).
+# Dev protocol ("bench-dev" below: same corpus, scored on dev rows, never on test): each
+# task's dev split; Banking77 and MRPC (no dev split) a fixed held-out slice of train (998 /
+# 815 rows, stratified for Banking77), kept out of the corpus and the classifier's fit rows;
+# SciTail and STS12 have only a test split, so they have no dev score: OOD dev = Emotion's dev
+# split alone, SciTail/STS12 are read on test only (data/holdout.py).
+# max_length 96, from the token lengths (scripts/token_lengths.py; prompt and special tokens
+# counted): 96 tokens keep 100.00 % (MiniLM) / 99.99 % (EmbeddingGemma) of the 31,254 corpus
+# texts whole. 64 would be the smallest with ≥ 99 % (99.92 % / 99.80 %), but max_length also
+# caps the texts at evaluation, where 64 would cut 0.06 % / 0.15 % of the test-mode eval
+# texts: at 96 none is cut (longest: 83 / 95 tokens), so the scores equal cpu-bench's
+# protocol (128) token for token (dev mode: one teacher text of 105 tokens is cut). Batches
+# are padded to their longest text, so 96 costs little more than 64 in training.
+# Budget (max_steps, which replaces epochs; lr; batch size): placeholders until the dev
+# learning curve sets them.
+# SKD: as in cpu-bench (600 texts per MTEB task, k-means, test split only).
+PRESETS["bench"] = replace(
+    PRESETS["cpu-bench"],
+    max_texts=None,
+    max_length=96,
+    train={"proj_lr": 1e-3, "max_steps": 1000},  # epochs unused while max_steps is set
+    corpus_seed=0,
+    per_source=None,
+    holdout=True,
+)
 PRESETS["bench-dev"] = replace(PRESETS["bench"], eval_split="dev")  # bench's dev protocol
 
 
