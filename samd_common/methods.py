@@ -130,7 +130,12 @@ def build(
     return spec.objective(student, params=spec.params_class.from_dict(params), **widths)
 
 
-SAMD_WIDTHS = {"teacher_dim": "dim", "teacher_layers": "layers", "teacher_hidden_dim": "hidden_dim"}
+SAMD_WIDTHS = {
+    "teacher_dim": "dim",
+    "teacher_layers": "layers",
+    "teacher_hidden_dim": "hidden_dim",
+    "teacher_matryoshka_dims": "matryoshka_dims",
+}
 TOKEN_WIDTHS = {"teacher_hidden_dim": "hidden_dim"}
 
 METHODS: dict[str, MethodSpec] = {
@@ -145,18 +150,20 @@ METHODS: dict[str, MethodSpec] = {
             defaults={},
             paper="Span-Aware Matryoshka Distillation",
             summary=(
-                "Cross-tokenizer distillation that aligns teacher and student tokens through "
-                "the character spans both cover: a Matryoshka representation-distillation "
-                "loss on every prefix of the student embedding (trainable projection of the "
-                "teacher embedding) plus a span-aware attention-CKA loss, on top of SimCSE."
+                "Cross-tokenizer distillation at every Matryoshka prefix of the student, with "
+                "fixed targets: each prefix regresses onto the same-size prefix of the "
+                "(Matryoshka) teacher's cached embedding and matches the teacher's in-batch "
+                "similarities and their ranking (Jasper), and a span-aware term makes the "
+                "student's mean state over each span group (the characters both tokenizers "
+                "cover) map, through a student-side head, onto the teacher's. No SimCSE."
             ),
             citation=samd.CITATION,
             ours=True,
             formula=(
-                r"\mathcal{L} = w_\text{task}\,\mathrm{InfoNCE}(s^{(1)}, s^{(2)}) + "
-                r"w_\text{kd}\big(\beta(t)\,\sum_{m} w_m\,[1 - \cos(s_{:m}, (W t)_{:m})] "
-                r"+ \alpha(t)\,[1 - \mathrm{CKA}(\mathrm{Att}_s, A\,\mathrm{Att}_t "
-                r"A^\top)]\big)"
+                r"\mathcal{L} = \sum_{m} \big([1 - \cos(s_{:m}, t_{:m})] + "
+                r"\lambda_\text{sim} \mathcal{L}_\text{sim}^{(m)} + \lambda_\text{resim} "
+                r"\mathcal{L}_\text{resim}^{(m)}\big) + \lambda_\text{span}\,\mathrm{mean}_g"
+                r"[1 - \cos(Q \bar h^s_g, \bar h^t_g)]"
             ),
         ),
         MethodSpec(
@@ -214,16 +221,15 @@ METHODS: dict[str, MethodSpec] = {
             defaults={"mrl_min_dim": 16},
             paper="Span-Aware Matryoshka Distillation with a Matryoshka task loss",
             summary=(
-                "SAMD whose task loss is MRL's: InfoNCE summed over the halving prefixes of the "
-                "student embedding, plus SAMD's Matryoshka representation distillation (β) and "
-                "span-aware attention alignment (α) from a cross-tokenizer teacher."
+                "SAMD plus MRL's task loss: InfoNCE between two dropout passes summed over the "
+                "halving prefixes of the student embedding, next to SAMD's prefix, relational "
+                "and span-group distillation terms from a cross-tokenizer teacher."
             ),
             citation=samd.CITATION + "\n\n" + mrl.CITATION,
             ours=True,
             formula=(
                 r"\mathcal{L} = \sum_{m} \mathrm{InfoNCE}(s^{(1)}_{:m}, s^{(2)}_{:m}) + "
-                r"\beta(t)\,\sum_{m} w_m\,[1 - \cos(s_{:m}, (W t)_{:m})] + \alpha(t)\,[1 "
-                r"- \mathrm{CKA}(\mathrm{Att}_s, A\,\mathrm{Att}_t A^\top)]"
+                r"\mathcal{L}_\text{SAMD}"
             ),
         ),
         MethodSpec(

@@ -32,8 +32,8 @@ from samd_common.training.teacher_cache import ARRAYS, TeacherCache, build_teach
 
 WORLD, N_TEXTS, BATCH, MAX_LEN, EPOCHS = 2, 48, 8, 24, 2  # 6 steps per epoch
 STOP_AT = 9  # forward call (epoch 2) at which the distributed run is "killed"
-# L_SAM active from step 1 on every 2nd step; min_conf=0 keeps every sample (see test below).
-PARAMS = dict(alpha_start=0.0, alpha_ramp=0.2, alpha_max=0.5, sam_every=2, min_conf=0.0)
+# Every SAMD term, SimCSE and L_SAM on (every 2nd step; min_conf=0 keeps every sample).
+PARAMS = dict(w_task=0.5, use_sam=True, lambda_sam=0.5, sam_every=2, min_conf=0.0)
 
 
 class _Killed(Exception):

@@ -25,13 +25,12 @@ from samd_common.losses import (
     compression_loss,
     espresso_layer_loss,
     info_nce,
-    inverse_sqrt_weights,
     layer_weight,
-    matryoshka_distillation_loss,
     matryoshka_info_nce,
-    mrd_dims,
     mrl_loss,
     pca_target,
+    pointwise_loss,
+    relational_loss,
     sample_layer,
     similarity_kl,
 )
@@ -75,9 +74,19 @@ def deep(_teacher):
 
 
 def batch_of(encoder: SentenceEncoder, d_t: int = D_T) -> dict[str, torch.Tensor]:
+    """Student tokens, a pooled teacher embedding and one span group per text (token 1 ↔ 1)."""
     tok = encoder.tokenize(TEXTS)
     g = torch.Generator().manual_seed(0)
-    return {**tok, "t_pooled": torch.randn(len(TEXTS), d_t, generator=g)}
+    b, t_s = tok["input_ids"].shape
+    s_group, t_group = torch.full((b, t_s), -1), torch.full((b, 5), -1)
+    s_group[:, 1] = t_group[:, 1] = 0
+    return {
+        **tok,
+        "t_pooled": torch.randn(b, d_t, generator=g),
+        "t_hidden": torch.randn(b, 5, d_t, generator=g),
+        "s_group": s_group,
+        "t_group": t_group,
+    }
 
 
 def by_hand_info_nce(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
@@ -242,31 +251,29 @@ def test_ese_under_bf16_autocast(deep):
 
 
 def test_samd_mrl_task_loss_is_matryoshka_info_nce(student):
-    loss_fn = SAMDMRLLoss(student, D_T, params=SAMDMRLParams(use_sam=False))
-    assert loss_fn.mrl_dims == [32, 16]
+    loss_fn = SAMDMRLLoss(student, D_T, params=SAMDMRLParams(dims=[32, 16], lambda_span=0.0))
+    assert loss_fn.mrl_dims == [32, 16] and loss_fn.uses_task
     g = torch.Generator().manual_seed(0)
     s1, s2 = torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)
     expected = matryoshka_info_nce(s1, s2, [32, 16], temperature=0.07)
     assert loss_fn.task_loss(s1, s2).item() == pytest.approx(expected.item(), rel=1e-6)
-    # Whole objective: Σ_m InfoNCE + β·L_MRD (weights 1, §6.8), β = 1 after its ramp.
+    # Whole objective: Σ_m InfoNCE + SAMD's terms (weights 1, §6.8; L_span: test_samd_objective).
     student.eval()
     batch = batch_of(student)
     s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
     loss, logs = loss_fn(batch, step=500, total_steps=1000)
-    dims = mrd_dims(student.dim)
-    mrd = matryoshka_distillation_loss(
-        s, loss_fn.proj(batch["t_pooled"]), dims, inverse_sqrt_weights(dims)
-    )
+    point = pointwise_loss(loss_fn.proj(s), batch["t_pooled"])  # no Matryoshka dims: projection
+    rel, _ = relational_loss(s, batch["t_pooled"], [32, 16])
     task = matryoshka_info_nce(s, s, [32, 16])
-    assert logs["beta"] == 1.0
-    assert loss.item() == pytest.approx((task + mrd).item(), rel=1e-5)
+    assert set(logs) == {"loss", "task", "point", "sim", "resim"}
+    assert loss.item() == pytest.approx((task + point + rel).item(), rel=1e-5)
     loss.backward()
     assert all(torch.isfinite(q.grad).all() for q in loss_fn.parameters() if q.grad is not None)
 
 
 def test_samd_mrl_params():
-    p = SAMDMRLParams.from_dict({"mrl_min_dim": 32, "alpha_max": 0.01})
-    assert (p.mrl_min_dim, p.alpha_max, p.w_task, p.w_kd) == (32, 0.01, 1.0, 1.0)
+    p = SAMDMRLParams.from_dict({"mrl_min_dim": 32, "lambda_span": 0.5})
+    assert (p.mrl_min_dim, p.lambda_span, p.w_task, p.w_kd) == (32, 0.5, 1.0, 1.0)
     with pytest.raises(ValueError, match="Did you mean 'mrl_min_dim'"):
         SAMDMRLParams.from_dict({"mrl_mindim": 32})
     with pytest.raises(ValueError, match="mrl_min_dim"):

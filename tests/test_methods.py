@@ -23,8 +23,8 @@ from samd_common.training.teacher_cache import build_teacher_cache
 REPO = Path(__file__).resolve().parents[1]
 # Log keys of one step at progress 0 with the default parameters (the training loop's contract).
 LOG_KEYS = {
-    "SAMD": {"loss", "task", "mrd", "beta", "alpha"},
-    "SAMD-MRL": {"loss", "task", "mrd", "beta", "alpha"},
+    "SAMD": {"loss", "point", "sim", "resim", "span"},
+    "SAMD-MRL": {"loss", "task", "point", "sim", "resim", "span"},
     "MRL": {"loss"},
     "ESE": {"loss", "last", "last_compress", "layer", "layer_index", "layer_weight"},
     "MinED": {"loss", "task", "kd", "pairs"},
@@ -108,9 +108,11 @@ def test_teacher_methods_need_a_teacher(setting, name):
 def test_build_passes_the_teacher_widths_the_entry_names(setting):
     student, *_ = setting
     info = TeacherInfo("t", dim=40, hidden_dim=24, layers=2, embed_dim=16)
-    samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {"span_hidden": True})
-    assert samd.proj.in_features == 40 and samd.proj_tokens.in_features == 24
-    assert samd.teacher_layers == 2
+    samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {})
+    assert samd.target == "projection" and samd.proj.out_features == 40  # D_s → D_t
+    assert samd.span_head.out_features == 24 and samd.teacher_layers == 2
+    wide = TeacherInfo("t", dim=64, hidden_dim=24, layers=2, matryoshka_dims=(64, 16))
+    assert build(METHODS["SAMD"], copy.deepcopy(student), wide, {}).target == "prefix"
     dskd = build(METHODS["DSKD"], copy.deepcopy(student), info, {})
     assert dskd.query.out_features == 16 and dskd.t2s.in_features == 24
     assert build(METHODS["MRL"], copy.deepcopy(student), None, {}).dims[0] == student.dim

@@ -76,12 +76,7 @@ from samd_common.losses.relational import (
     relative_similarity_loss,
     similarity_matrix_loss,
 )
-from samd_common.losses.samd import (
-    SAMDLoss,
-    SAMDParams,
-    span_attention_cka_loss,
-    span_group_hidden_loss,
-)
+from samd_common.losses.samd import SAMDLoss, SAMDParams
 from samd_common.losses.schedules import linear_ramp
 from samd_common.losses.simcse import SimCSELoss, SimCSEParams
 from samd_common.losses.similarity import (
@@ -90,6 +85,7 @@ from samd_common.losses.similarity import (
     linear_cka,
     row_normalize,
 )
+from samd_common.losses.span_terms import span_attention_cka_loss, span_group_hidden_loss
 
 __all__ = [
     # bases

@@ -12,9 +12,10 @@ the student width down to 16 (or 32), and every dim weighs 1, as in the paper.
 
 ``L_MRL = Σ_m InfoNCE(s1[:, :m], s2[:, :m])``, ``m ∈ {D_s, D_s/2, …, ≥ min_dim}``
 
-SAMD-MRL keeps SAMD's distillation terms (``samd_common.losses.samd``) and replaces its task
-loss with ``L_MRL``: ``L = w_task·L_MRL + w_kd·(β·L_MRD + α·L_SAM)`` with ``w_task = w_kd = 1``
-by default, i.e. ``L = Σ_m InfoNCE(s1[:m], s2[:m]) + β·L_MRD + α·L_SAM`` (DESIGN.md §6.8).
+SAMD-MRL keeps SAMD's distillation terms (``samd_common.losses.samd``) and adds ``L_MRL`` as
+its task loss: ``L = w_task·L_MRL + w_kd·L_SAMD`` with ``w_task = w_kd = 1`` by default, i.e.
+``L = Σ_m InfoNCE(s1[:m], s2[:m]) + λ_point·L_point + L_rel + λ_span·L_span`` (DESIGN.md §6.8,
+with SAMD's current terms).
 """
 
 from __future__ import annotations
@@ -142,8 +143,8 @@ class SAMDMRLParams(SAMDParams):
 
     method = "SAMD-MRL"
 
-    w_task: float = 1.0  # weight of Σ_m InfoNCE (SAMD uses 0.5; §6.8 writes the sum unweighted)
-    w_kd: float = 1.0  # weight of β·L_MRD + α·L_SAM (SAMD uses 0.5)
+    w_task: float = 1.0  # weight of Σ_m InfoNCE (§6.8 writes the sum unweighted; SAMD: 0)
+    w_kd: float = 1.0  # weight of SAMD's distillation terms
     mrl_min_dim: int = 16  # smallest dim of the task loss's halving series
     mrl_dims: list[int] | None = None  # explicit task-loss dims; None → halving_dims(D_s, 16)
 
@@ -153,26 +154,27 @@ class SAMDMRLParams(SAMDParams):
 
 
 class SAMDMRLLoss(SAMDLoss):
-    """SAMD whose task loss is MRL's Matryoshka InfoNCE (``task_loss`` overridden).
+    """SAMD plus MRL's Matryoshka InfoNCE as its task loss (``task_loss`` overridden).
 
-    ``L = w_task·Σ_m InfoNCE(s1[:, :m], s2[:, :m]) + w_kd·(β·L_MRD + α·L_SAM)``, weights 1.
+    ``L = w_task·Σ_m InfoNCE(s1[:, :m], s2[:, :m]) + w_kd·L_SAMD``, weights 1.
 
     Args:
-        student: the encoder being trained (eager attention for L_SAM).
+        student: the encoder being trained (eager attention only for ``use_sam``).
         teacher_dim: D_t of the cached pooled teacher embedding ``t_pooled``.
         teacher_layers: number of cached teacher attention layers in ``t_attn``.
         params: ``SAMDMRLParams``.
-        teacher_hidden_dim: width of ``t_hidden`` (span term only); None means ``teacher_dim``.
+        teacher_hidden_dim: width of ``t_hidden`` (L_span); None means ``teacher_dim``.
+        teacher_matryoshka_dims: the teacher's Matryoshka dims (L_point's target).
 
     References:
         Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022,
         https://arxiv.org/abs/2205.13147; SAMD (this project).
 
     Example:
-        >>> objective = SAMDMRLLoss(student, teacher_dim=768)  # student: eager SentenceEncoder
+        >>> objective = SAMDMRLLoss(student, teacher_dim=768)  # student: a SentenceEncoder
         >>> loss, logs = objective(batch, step=500, total_steps=1000)  # batch: the SAMD collator's
         >>> sorted(logs)  # doctest: +SKIP
-        ['alpha', 'beta', 'loss', 'mrd', 'sam', 'task']
+        ['loss', 'point', 'resim', 'sim', 'span', 'task']
     """
 
     name = "SAMD-MRL"
@@ -184,9 +186,17 @@ class SAMDMRLLoss(SAMDLoss):
         teacher_layers: int = 1,
         params: SAMDMRLParams | None = None,
         teacher_hidden_dim: int | None = None,
+        teacher_matryoshka_dims: Sequence[int] = (),
     ) -> None:
         params = params or SAMDMRLParams()
-        super().__init__(student, teacher_dim, teacher_layers, params, teacher_hidden_dim)
+        super().__init__(
+            student,
+            teacher_dim,
+            teacher_layers,
+            params,
+            teacher_hidden_dim,
+            teacher_matryoshka_dims,
+        )
         self.mrl_dims = MRLParams(min_dim=params.mrl_min_dim, dims=params.mrl_dims).resolve_dims(
             student.dim
         )

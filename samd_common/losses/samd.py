@@ -1,41 +1,52 @@
 """SAMD — Span-Aware Matryoshka Distillation (this project's own method; no paper yet).
 
-The student is trained with unsupervised SimCSE plus two distillation terms that need no shared
-vocabulary. ``L_MRD`` distils the teacher's sentence embedding, through a trainable projection,
-into every Matryoshka prefix of the student's embedding (cosine, weights ∝ 1/√m). ``L_SAM``
-aligns attention: the teacher's attention map is carried into student token space through the
-character-span overlap of the two tokenizations (``P = A·Att_t·Aᵀ``) and compared with the
-student's on the most attended tokens with linear CKA, weighted by the alignment's coverage.
-β ramps the MRD term in early, α switches the SAM term on later; both ramps are fractions of the
-total step count. An optional term matches mean hidden states per span group.
+SAMD distils a teacher into a student with another tokenizer at every Matryoshka prefix of the
+student, through three terms whose targets never move (the teacher runs once, into the cache):
 
-``L = w_task·L_task + w_kd·(β(step)·L_MRD + α(step)·L_SAM [+ w_span·L_span])``
+* ``L_point`` — each student prefix ``s_{:m}`` regresses (cosine) onto the same-size prefix of a
+  Matryoshka-trained teacher's embedding (the model table's ``matryoshka_dims``; EmbeddingGemma
+  at 768/512/256/128). For a teacher that is not Matryoshka, or narrower than the student, a
+  **student-side** head ``P: D_s → D_t`` (dropped after training) maps the full embedding onto
+  the teacher's instead (``target="projection"``). Reimers & Gurevych 2020; EmbedDistill.
+* ``L_rel`` — Jasper's relational terms at every student prefix: the in-batch cosine matrix of
+  ``s_{:m}`` regresses onto the teacher's (``L_sim``) and ranks the in-batch pairs as the
+  teacher does (``L_resim``, a hinge with margin); width-free, no projection.
+* ``L_span`` — the span-aware, cross-tokenizer term: both tokenizations of a text are cut into
+  *span groups* (connected components of the character-overlap graph of their tokens, so each
+  group covers the same characters on both sides); the mean student token state of each group,
+  through a **student-side** head ``Q: H_s → H_t`` (dropped after training), regresses (cosine)
+  onto the mean teacher token state of the same group. It carries token-level knowledge that a
+  pooled embedding cannot, with no shared vocabulary.
+
+Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task term
+(``w_task > 0``, a second student pass) and ``L_SAM``, the span-projected attention CKA of the
+first SAMD design (``use_sam``; needs eager attention).
+
+``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
+``L_point = Σ_m w_m (1 − cos(s_{:m}, t_{:m}))``,
+``L_rel = Σ_m w_m (λ_sim·L_sim(S(s_{:m}), S(t)) + λ_resim·L_resim(S(s_{:m}), S(t)))``,
+``L_span = mean_{(b, g)} (1 − cos(Q·mean_{j∈g} h_s[b, j], mean_{i∈g} h_t[b, i]))``,
+m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
+Each term's place and weight is decided on the benchmark's dev protocol
+(``results/bench-dev/README.md``).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from samd_common.distributed import masked_mean_across_ranks
-from samd_common.losses.base import Logged, Objective, Outputs
-from samd_common.losses.matryoshka import (
-    inverse_sqrt_weights,
-    matryoshka_distillation_loss,
-    mrd_dims,
-)
+from samd_common.config import halving_dims
+from samd_common.distributed import gather_across_ranks
+from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
+from samd_common.losses.embed_distill import pointwise_loss, prefix_pointwise_loss, resolve_target
+from samd_common.losses.matryoshka import check_matryoshka_dims
 from samd_common.losses.params import DistillParams
-from samd_common.losses.schedules import linear_ramp
-from samd_common.losses.similarity import (
-    coverage_confidence,
-    grouped_sums,
-    linear_cka,
-    row_normalize,
-)
+from samd_common.losses.relational import relational_loss
+from samd_common.losses.span_terms import span_attention_cka_loss, span_group_hidden_loss
 from samd_common.models import SentenceEncoder
 
 CITATION = """@misc{samd,
@@ -52,179 +63,96 @@ SAM_KEYS = ("s_real", "t_real", "t_attn", "overlap")
 SPAN_KEYS = ("t_hidden", "s_group", "t_group")
 
 
-def span_attention_cka_loss(
-    att_s: torch.Tensor,
-    att_t: torch.Tensor,
-    overlap: torch.Tensor,
-    s_real: torch.Tensor,
-    t_real: torch.Tensor,
-    top_frac: float = 0.25,
-    min_tokens: int = 2,
-    min_conf: float = 0.3,
-) -> torch.Tensor:
-    """Span-aware attention alignment (L_SAM) for one layer pair, vectorised over the batch.
-
-    ``L = mean_{b: conf_b ≥ min_conf} (1 − CKA(Att_s[sel, sel], P[sel, sel]))·conf_b``,
-    ``P = A·Att_t·Aᵀ``, ``A`` = row-normalised overlap, ``sel`` = top tokens by column sums of P.
-
-    Args:
-        att_s: (B, T_s, T_s) head-averaged student attention (carries the gradient).
-        att_t: (B, T_t, T_t) head-averaged teacher attention.
-        overlap: (B, T_s, T_t) character-overlap counts of real tokens.
-        s_real: (B, T_s) bool, real student tokens (no specials, no padding).
-        t_real: (B, T_t) bool, real teacher tokens.
-        top_frac: share of real student tokens kept, by projected-teacher importance.
-        min_tokens: keep at least this many tokens; samples with fewer real tokens are skipped.
-        min_conf: samples whose coverage confidence is below this are skipped.
-
-    Returns:
-        0-d fp32 tensor; exactly 0 (still attached to ``att_s``) when every sample is skipped.
-
-    References:
-        Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019,
-        https://arxiv.org/abs/1905.00414 (linear CKA); SAMD (this project) for the span projection.
-    """
-    b, t_s, t_t = overlap.shape
-    if att_s.shape != (b, t_s, t_s) or att_t.shape != (b, t_t, t_t):
-        raise ValueError(
-            f"att_s {tuple(att_s.shape)} must be (B, T_s, T_s) and att_t {tuple(att_t.shape)} "
-            f"(B, T_t, T_t) for overlap (B, T_s, T_t) = {tuple(overlap.shape)}; head-average "
-            f"attentions first (att.mean(1))."
-        )
-    if not 0 < top_frac <= 1 or min_tokens < 1 or not 0 <= min_conf <= 1:
-        raise ValueError(
-            f"Need 0 < top_frac ≤ 1, min_tokens ≥ 1, 0 ≤ min_conf ≤ 1; got {top_frac}, "
-            f"{min_tokens}, {min_conf}."
-        )
-    s_real, t_real = s_real.bool(), t_real.bool()
-    with torch.autocast(device_type=att_s.device.type, enabled=False):
-        overlap = overlap.float() * (s_real[:, :, None] & t_real[:, None, :])
-        a = row_normalize(overlap)  # (B, T_s, T_t)
-        p = a @ att_t.float() @ a.transpose(1, 2)  # (B, T_s, T_s)
-        conf = coverage_confidence(overlap, s_real, t_real)  # (B,)
-        n_real = s_real.sum(-1)  # (B,)
-        k = torch.ceil(top_frac * n_real).long().clamp_min(min_tokens).minimum(n_real)
-        importance = (p * s_real[:, :, None]).sum(1).masked_fill(~s_real, -math.inf)  # (B, T_s)
-        order = importance.argsort(dim=-1, descending=True, stable=True)
-        sel = (order.argsort(dim=-1) < k[:, None]) & s_real  # (B, T_s): rank < k
-        cols = sel[:, None, :].float()  # (B, 1, T_s): zero the unselected columns
-        cka = linear_cka(att_s.float() * cols, p * cols, row_mask=sel)  # (B,)
-        keep = (conf >= min_conf) & (n_real >= min_tokens)
-        # Mean over kept samples of the *global* batch (exact under DDP; plain mean otherwise).
-        return masked_mean_across_ranks((1 - cka) * conf, keep)
-
-
-def span_group_hidden_loss(
-    h_s: torch.Tensor, h_t_proj: torch.Tensor, s_group: torch.Tensor, t_group: torch.Tensor
-) -> torch.Tensor:
-    """Optional SAMD term: match mean hidden states of every span group.
-
-    ``L = mean_{(b, g)} (1 − cos(mean_{j∈g} H_s[b, j], mean_{i∈g} (W H_t)[b, i]))``
-
-    Args:
-        h_s: (B, T_s, D_s) student token states.
-        h_t_proj: (B, T_t, D_s) teacher token states projected to the student's hidden size.
-        s_group: (B, T_s) long span-group id of each student token, −1 for none.
-        t_group: (B, T_t) long span-group id of each teacher token, −1 for none.
-
-    Returns:
-        0-d fp32 tensor; 0 (attached to the graph) when no group has tokens on both sides.
-
-    References:
-        SAMD (this project); span groups are the connected components of the overlap graph.
-    """
-    (b, t_s, d), t_t = h_s.shape, h_t_proj.shape[1]
-    if h_t_proj.shape != (b, t_t, d) or s_group.shape != (b, t_s) or t_group.shape != (b, t_t):
-        raise ValueError(
-            f"Expected h_s (B, T_s, D_s), h_t_proj (B, T_t, D_s), s_group (B, T_s), t_group "
-            f"(B, T_t); got {tuple(h_s.shape)}, {tuple(h_t_proj.shape)}, "
-            f"{tuple(s_group.shape)}, {tuple(t_group.shape)}. Project teacher states first."
-        )
-    sum_s, count_s, sum_t, count_t = grouped_sums(h_s, s_group, h_t_proj, t_group)
-    both = (count_s > 0) & (count_t > 0)
-    # cos(mean, mean) == cos(sum, sum): the counts only mark which groups exist on both sides.
-    cos = F.cosine_similarity(sum_s, sum_t, dim=-1)  # (B·G,)
-    return masked_mean_across_ranks(1 - cos, both)
-
-
 @dataclass
 class SAMDParams(DistillParams):
-    """SAMD hyper-parameters; defaults reproduce the reference 5-epoch setting.
+    """SAMD hyper-parameters; the defaults are the design chosen on the dev protocol.
 
-    ``w_task`` (0.5) weighs the SimCSE InfoNCE term, ``w_kd`` (0.5) the distillation terms and
-    ``temperature`` (0.07) is the InfoNCE τ (``DistillParams``).
+    ``w_task`` (0: no SimCSE, one student pass) weighs the InfoNCE term, ``w_kd`` (1) the
+    distillation terms, ``temperature`` is the InfoNCE τ when SimCSE is on.
     """
 
     method = "SAMD"
-    dims: list[int] | None = None  # Matryoshka dims of L_MRD; None → mrd_dims(student width)
-    beta_ramp: float = 0.062  # β ramps 0→1 over this share of steps (1000/16090 in the reference)
-    alpha_max: float = 0.02  # α's final value
-    alpha_start: float = 0.09  # share of steps before α starts to ramp
-    alpha_ramp: float = 0.16  # share of steps over which α ramps 0→alpha_max
-    sam_every: int = 4  # L_SAM computed on every n-th step only (weight not rescaled)
-    top_frac: float = 0.25  # share of real student tokens kept for CKA
-    min_tokens: int = 2  # at least this many tokens kept; samples with fewer are skipped
-    min_conf: float = 0.3  # samples with alignment coverage below this are skipped
-    layers: int = 1  # align the last k student layers (teacher layers mapped uniformly)
-    span_hidden: bool = False  # add the span-group hidden-state term
-    span_hidden_weight: float = 1.0  # its weight inside the KD part
-    use_mrd: bool = True  # ablation switch for L_MRD
-    use_sam: bool = True  # ablation switch for L_SAM
+    w_task: float = 0.0  # SimCSE off (see results/bench-dev/README.md)
+    w_kd: float = 1.0  # the distillation terms carry the loss
+    target: str = "auto"  # L_point's target: auto | prefix (t_{:m}) | projection (P s → t)
+    min_dim: int = 32  # smallest student prefix of the halving series (384 → 384 … 48)
+    dims: list[int] | None = None  # explicit student prefixes; None → halving_dims(D_s, min_dim)
+    lambda_point: float = 1.0  # weight of L_point (0 switches it off)
+    lambda_sim: float = 3.0  # weight of L_sim inside L_rel (relational.py explains 3 : 1)
+    lambda_resim: float = 1.0  # weight of L_resim inside L_rel
+    margin: float = 0.015  # L_resim's margin (Jasper)
+    max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
+    lambda_span: float = 1.0  # weight of L_span (0 switches it off)
+    use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
+    lambda_sam: float = 0.1  # its weight
+    sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
+    top_frac: float = 0.25  # L_SAM: share of real student tokens kept for CKA
+    min_tokens: int = 2  # L_SAM: at least this many tokens; samples with fewer are skipped
+    min_conf: float = 0.3  # L_SAM: samples with alignment coverage below this are skipped
+    layers: int = 1  # L_SAM: align the last k student layers (teacher layers mapped uniformly)
 
     def rules(self) -> dict[str, bool]:
-        """Weights ≥ 0, ramps as shares of steps, counts ≥ 1, fractions in range."""
+        """Known target, non-negative weights, sane counts and fractions."""
+        weights = (self.lambda_point, self.lambda_sim, self.lambda_resim, self.lambda_span)
         return {
             **super().rules(),
-            "alpha_max, span_hidden_weight ≥ 0": all(
-                x >= 0 for x in (self.alpha_max, self.span_hidden_weight)
-            ),
-            "beta_ramp, alpha_start, alpha_ramp in [0, 1] (shares of steps)": all(
-                0 <= x <= 1 for x in (self.beta_ramp, self.alpha_start, self.alpha_ramp)
-            ),
-            "sam_every, min_tokens, layers ≥ 1": min(self.sam_every, self.min_tokens, self.layers)
+            "target in ('auto', 'prefix', 'projection')": self.target
+            in ("auto", "prefix", "projection"),
+            "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
+                *weights, self.lambda_sam, self.margin
+            )
+            >= 0,
+            "max_pairs ≥ 2 or None": self.max_pairs is None or self.max_pairs >= 2,
+            "min_dim, sam_every, min_tokens, layers ≥ 1": min(
+                self.min_dim, self.sam_every, self.min_tokens, self.layers
+            )
             >= 1,
             "0 < top_frac ≤ 1 and 0 ≤ min_conf ≤ 1": (
                 0 < self.top_frac <= 1 and 0 <= self.min_conf <= 1
             ),
         }
 
-    def schedule(self, progress: float) -> tuple[float, float]:
-        """``(β, α)`` at a training progress in [0, 1]; 0 for a term that is switched off."""
-        beta = linear_ramp(progress, 0.0, self.beta_ramp) if self.use_mrd else 0.0
-        alpha = self.alpha_max * linear_ramp(progress, self.alpha_start, self.alpha_ramp)
-        return beta, alpha if self.use_sam else 0.0
+    def resolve_dims(self, width: int) -> list[int]:
+        """The student prefixes for a student of ``width`` (descending)."""
+        dims = list(self.dims) if self.dims else halving_dims(width, self.min_dim)
+        if max(dims) > width:
+            raise ValueError(f"SAMD dims {dims} exceed the student width {width}; drop them.")
+        return sorted(dims, reverse=True)
 
 
 class SAMDLoss(Objective):
-    """SAMD objective around a student; owns the trainable teacher→student projections.
+    """SAMD objective around a student; owns its student-side heads (never saved with it).
 
-    ``L = w_task·InfoNCE(s1, s2) + w_kd·(β·L_MRD + α·L_SAM [+ w_span·L_span])``, with
-    ``L_MRD = Σ_m w_m (1 − cos(s1[:, :m], (W t)[:, :m]))`` and ``L_SAM`` the span-aware attention
-    CKA of :func:`span_attention_cka_loss`. L_SAM needs the student's attention maps, so load it
-    with ``attn_implementation="eager"``.
+    ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``
+    (module docstring). The student runs once per step unless ``w_task > 0``.
 
     Args:
-        student: the encoder being trained.
-        teacher_dim: D_t of the cached pooled teacher embedding ``t_pooled`` (W: D_t → D_s).
-        teacher_layers: L, number of cached teacher attention layers in ``t_attn``.
-        params: ``SAMDParams``; default the reference setting.
-        teacher_hidden_dim: width of ``t_hidden`` for the span term; None means ``teacher_dim``.
+        student: the encoder being trained (eager attention only for ``use_sam``).
+        teacher_dim: D_t of the cached pooled teacher embedding ``t_pooled``.
+        teacher_layers: L, cached teacher attention layers in ``t_attn`` (L_SAM only).
+        params: ``SAMDParams``; default the design chosen on the dev protocol.
+        teacher_hidden_dim: width of ``t_hidden`` (L_span's head maps H_s to it); None means
+            ``teacher_dim``.
+        teacher_matryoshka_dims: dims the teacher was Matryoshka-trained at (model table); they
+            decide ``target="auto"`` (prefix when the student fits inside them).
 
     The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
-    ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_SAM ``s_real`` (B, T_s),
-    ``t_real`` (B, T_t), ``t_attn`` (B, L, T_t, T_t), ``overlap`` (B, T_s, T_t); for the span
-    term ``t_hidden`` (B, T_t, D_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t). Logs: ``loss``,
-    ``task``, ``beta``, ``alpha`` and ``mrd`` / ``sam`` / ``span`` on the steps that compute them.
+    ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_span ``t_hidden``
+    (B, T_t, H_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t); for L_SAM ``s_real``,
+    ``t_real``, ``t_attn`` (B, L, T_t, T_t), ``overlap``. Logs: ``loss``, ``point``, ``sim``,
+    ``resim``, ``span`` (and ``task``, ``sam`` when those are on).
 
     References:
-        Kornblith et al., "Similarity of Neural Network Representations Revisited", ICML 2019,
-        https://arxiv.org/abs/1905.00414 (linear CKA); Kusupati et al., "Matryoshka
-        Representation Learning", NeurIPS 2022, https://arxiv.org/abs/2205.13147; SAMD.
+        Reimers & Gurevych, EMNLP 2020, https://arxiv.org/abs/2004.09813; Zhang et al.,
+        "Jasper and Stella", 2024, https://arxiv.org/abs/2412.19048; Kusupati et al.,
+        "Matryoshka Representation Learning", NeurIPS 2022, https://arxiv.org/abs/2205.13147;
+        SAMD (this project) for the span groups.
 
     Example:
-        >>> objective = SAMDLoss(student, teacher_dim=768)  # student: eager SentenceEncoder
-        >>> loss, logs = objective(batch, step=500, total_steps=1000)  # batch: as above
-        >>> loss.backward()  # reaches the student and the projection W
+        >>> objective = SAMDLoss(student, 768, teacher_matryoshka_dims=(768, 512, 256, 128))
+        >>> objective.target, objective.dims  # a MiniLM student (width 384)
+        ('prefix', [384, 192, 96, 48])
+        >>> loss, logs = objective(batch, step=0, total_steps=100)  # batch: the collator's
     """
 
     name = "SAMD"
@@ -238,50 +166,62 @@ class SAMDLoss(Objective):
         teacher_layers: int = 1,
         params: SAMDParams | None = None,
         teacher_hidden_dim: int | None = None,
+        teacher_matryoshka_dims: Sequence[int] = (),
     ) -> None:
         super().__init__(student, params or SAMDParams())
-        p, cfg = self.params, student.backbone.config
-        self.dims = list(p.dims) if p.dims else mrd_dims(student.dim)
-        if max(self.dims) > student.dim:
-            raise ValueError(f"dims {self.dims} exceed the student width {student.dim}.")
-        self.dim_weights = inverse_sqrt_weights(self.dims)
-        self.teacher_layers = teacher_layers
-        if p.use_sam and (teacher_layers < 1 or p.layers > cfg.num_hidden_layers):
-            raise ValueError(
-                f"Need teacher_layers ≥ 1 and layers ≤ the student's {cfg.num_hidden_layers} "
-                f"layers; got teacher_layers={teacher_layers}, layers={p.layers}."
-            )
-        if p.use_sam and getattr(cfg, "_attn_implementation", "eager") != "eager":
-            raise ValueError(
-                "L_SAM needs attention maps: load the student with "
-                "load_encoder(..., attn_implementation='eager') or set use_sam=False."
-            )
+        p, d_s, cfg = self.params, student.dim, student.backbone.config
+        self.teacher_dim, self.teacher_layers = teacher_dim, teacher_layers
+        self.dims = p.resolve_dims(d_s)
+        self.weights = check_matryoshka_dims(self.dims, [d_s])
+        self.target = resolve_target(p.target, d_s, teacher_dim, tuple(teacher_matryoshka_dims))
+        if p.lambda_point > 0 and self.target == "prefix":
+            check_matryoshka_dims(self.dims, [d_s, teacher_dim])
+        if p.use_sam:
+            require_eager_attention(student, "SAMD's L_SAM", "use_sam=False")
+            if teacher_layers < 1 or p.layers > cfg.num_hidden_layers:
+                raise ValueError(
+                    f"L_SAM needs teacher_layers ≥ 1 and layers ≤ the student's "
+                    f"{cfg.num_hidden_layers}; got teacher_layers={teacher_layers}, "
+                    f"layers={p.layers}."
+                )
         # Last k student layers ↔ cached teacher layers, spread uniformly, last ↔ last.
         n_s, k = cfg.num_hidden_layers, p.layers
         self.layer_pairs = [(n_s - k + i, -(-(i + 1) * teacher_layers // k) - 1) for i in range(k)]
-        device = student.device
-        self.proj = nn.Linear(teacher_dim, student.dim, device=device)
-        self.proj_tokens = (
-            nn.Linear(teacher_hidden_dim or teacher_dim, cfg.hidden_size, device=device)
-            if p.span_hidden
+        device, point = student.device, p.lambda_point > 0
+        self.proj = (
+            nn.Linear(d_s, teacher_dim, device=device)
+            if point and self.target == "projection"
+            else None
+        )
+        self.span_head = (
+            nn.Linear(cfg.hidden_size, teacher_hidden_dim or teacher_dim, device=device)
+            if p.lambda_span > 0
             else None
         )
 
-    def plan(self, step: int, total_steps: int) -> tuple[float, float, bool]:
-        """``(β, α, whether L_SAM is computed)`` at ``step`` of ``total_steps``."""
-        p = self.params
-        beta, alpha = p.schedule(min(max(step / total_steps, 0.0), 1.0))
-        return beta, alpha, alpha > 0 and step % p.sam_every == 0
+    @property
+    def uses_task(self) -> bool:
+        """SimCSE (and its second pass) only with ``w_task > 0``."""
+        return self.params.w_task > 0
+
+    def sam_due(self, step: int) -> bool:
+        """Whether L_SAM is computed at ``step``."""
+        return self.params.use_sam and step % self.params.sam_every == 0
 
     def required_keys(self, step: int, total_steps: int) -> tuple[str, ...]:
-        """The MRD keys, plus the L_SAM keys on its steps and the span keys when it is on."""
-        sam_due = self.plan(step, total_steps)[2]
-        span = SPAN_KEYS if self.params.span_hidden else ()
-        return BATCH_KEYS + (SAM_KEYS if sam_due else ()) + span
+        """The pooled keys, the span keys with L_span, the L_SAM keys on its steps."""
+        span = SPAN_KEYS if self.params.lambda_span > 0 else ()
+        return BATCH_KEYS + span + (SAM_KEYS if self.sam_due(step) else ())
 
     def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
         """Attention maps from the first pass on L_SAM steps."""
-        return {"output_attentions": True} if self.plan(step, total_steps)[2] else {}, {}
+        return {"output_attentions": True} if self.sam_due(step) else {}, {}
+
+    def point_loss(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """L_point from (B, D_s) student and (B, D_t) teacher embeddings."""
+        if self.proj is None:
+            return prefix_pointwise_loss(s, t, self.dims, self.weights)
+        return pointwise_loss(self.proj(s.to(self.proj.weight.dtype)), t)
 
     def sam_loss(self, attentions: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """L_SAM averaged over the layer pairs, from the student's per-layer (B, H, T_s, T_s)."""
@@ -291,14 +231,12 @@ class SAMDLoss(Objective):
                 f"t_attn must be (B, {self.teacher_layers}, T_t, T_t) (teacher_layers given at "
                 f"construction), got {tuple(t_attn.shape)}."
             )
-        p = self.params
+        p, b = self.params, batch
         terms = [
             span_attention_cka_loss(
                 attentions[i_s].mean(1),  # (B, T_s, T_s) head average
                 t_attn[:, i_t],  # (B, T_t, T_t)
-                batch["overlap"],
-                batch["s_real"],
-                batch["t_real"],
+                *(b["overlap"], b["s_real"], b["t_real"]),
                 top_frac=p.top_frac,
                 min_tokens=p.min_tokens,
                 min_conf=p.min_conf,
@@ -310,21 +248,34 @@ class SAMDLoss(Objective):
     def kd_terms(
         self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
     ) -> tuple[torch.Tensor, Logged]:
-        """``β·L_MRD + α·L_SAM [+ w_span·L_span]``; logs each computed term, β and α."""
-        p, (beta, alpha, sam_due) = self.params, self.plan(step, total_steps)
-        s1, terms, kd = out["sentence_embedding"], {}, []  # (B, D_s)
-        if p.use_mrd:
-            t = self.proj(batch["t_pooled"].to(self.proj.weight.dtype))  # (B, D_s)
-            terms["mrd"] = matryoshka_distillation_loss(s1, t, self.dims, self.dim_weights)
-            kd.append(beta * terms["mrd"])
-        if sam_due:
-            terms["sam"] = self.sam_loss(out["attentions"], batch)
-            kd.append(alpha * terms["sam"])
-        if p.span_hidden:
-            h_t = self.proj_tokens(batch["t_hidden"].to(self.proj_tokens.weight.dtype))
-            terms["span"] = span_group_hidden_loss(
-                out["token_embeddings"], h_t, batch["s_group"], batch["t_group"]
+        """``λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM]``; logs every term."""
+        p, s, t = self.params, out["sentence_embedding"], batch["t_pooled"]  # (B, D_s), (B, D_t)
+        if t.shape[-1] != self.teacher_dim:
+            raise ValueError(
+                f"t_pooled has width {t.shape[-1]} but teacher_dim is {self.teacher_dim}; build "
+                f"the objective from this cache's TeacherInfo."
             )
-            kd.append(p.span_hidden_weight * terms["span"])
-        total = sum(kd, torch.zeros((), device=s1.device))
-        return total, {**terms, "beta": beta, "alpha": alpha}
+        terms: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=s.device)
+        if p.lambda_point > 0:
+            terms["point"] = self.point_loss(s, t)
+            total = total + p.lambda_point * terms["point"]
+        if p.lambda_sim > 0 or p.lambda_resim > 0:  # over the global batch under DDP
+            rel, parts = relational_loss(
+                gather_across_ranks(s),
+                gather_across_ranks(t.float()),
+                *(self.dims, self.weights, p.lambda_sim, p.lambda_resim, p.margin, p.max_pairs),
+            )
+            terms.update(parts)
+            total = total + rel
+        if p.lambda_span > 0:
+            terms["span"] = span_group_hidden_loss(
+                out["token_embeddings"],
+                batch["t_hidden"],
+                *(batch["s_group"], batch["t_group"], self.span_head),
+            )
+            total = total + p.lambda_span * terms["span"]
+        if self.sam_due(step):
+            terms["sam"] = self.sam_loss(out["attentions"], batch)
+            total = total + p.lambda_sam * terms["sam"]
+        return total, dict(terms)

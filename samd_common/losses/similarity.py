@@ -123,23 +123,23 @@ def grouped_sums(
     """Per-(sample, group) sums and counts of token states on two sides sharing group ids.
 
     Args:
-        h_a: (B, T_a, D) states of side a.
+        h_a: (B, T_a, D_a) states of side a.
         group_a: (B, T_a) long group ids, −1 = in no group.
-        h_b: (B, T_b, D) states of side b.
+        h_b: (B, T_b, D_b) states of side b (its own width).
         group_b: (B, T_b) long group ids on the same scale as ``group_a``.
 
     Returns:
-        ``(sum_a, count_a, sum_b, count_b)``: (B·G, D) fp32 sums and (B·G,) counts, row
-        ``b·G + g`` for group g of sample b, with G = 1 + the largest id in either side.
+        ``(sum_a, count_a, sum_b, count_b)``: (B·G, D_a) / (B·G, D_b) fp32 sums and (B·G,)
+        counts, row ``b·G + g`` for group g of sample b, G = 1 + the largest id on either side.
     """
-    b, d = h_a.shape[0], h_a.shape[-1]
+    b = h_a.shape[0]
     n_groups = int(torch.cat([group_a.flatten(), group_b.flatten()]).max().clamp_min(0)) + 1
     offset = torch.arange(b, device=h_a.device)[:, None] * n_groups  # (B, 1)
 
     def sums(h: torch.Tensor, group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         slot = torch.where(group >= 0, group + offset, b * n_groups).flatten()  # (B·T,) −1 → dump
-        flat = h.float().reshape(-1, d)  # (B·T, D)
-        total = flat.new_zeros(b * n_groups + 1, d).index_add(0, slot, flat)
+        flat = h.float().reshape(-1, h.shape[-1])  # (B·T, D)
+        total = flat.new_zeros(b * n_groups + 1, flat.shape[1]).index_add(0, slot, flat)
         count = flat.new_zeros(b * n_groups + 1).index_add(0, slot, flat.new_ones(len(slot)))
         return total[:-1], count[:-1]  # (B·G, D), (B·G,)
 

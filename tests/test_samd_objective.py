@@ -1,0 +1,243 @@
+"""SAMD's objective (``SAMDLoss``): its terms on constructed batches, heads, passes and errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from samd_common.losses import (
+    SAMDLoss,
+    SAMDParams,
+    pointwise_loss,
+    prefix_pointwise_loss,
+    relational_loss,
+    span_attention_cka_loss,
+    span_group_hidden_loss,
+)
+from samd_common.models import load_encoder
+from samd_common.training.loop import TrainConfig, param_groups
+
+TEXTS = ["A man is playing a guitar.", "The dog likes the movie", "Two kids lost my wallet!", "Hi"]
+D_T, T_T = 48, 9
+MATRYOSHKA = (48, 16)  # a Matryoshka teacher the tiny student (width 32) fits inside
+DIMS = [32, 16]  # the tiny student's prefixes (the default min_dim 32 would keep only 32)
+
+
+@pytest.fixture(scope="module")
+def _student(tiny_dirs):
+    return load_encoder(str(tiny_dirs["student"]), device="cpu", attn_implementation="eager")
+
+
+@pytest.fixture
+def student(_student):
+    torch.manual_seed(0)
+    return copy.deepcopy(_student)
+
+
+def make_batch(encoder, n_layers: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A hand-built SAMD batch: real student tokens map proportionally onto real teacher tokens.
+
+    Each teacher token that receives student tokens is one span group with them.
+    """
+    g = torch.Generator().manual_seed(seed)
+    tok = encoder.tokenize(TEXTS)
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    b, t_s = ids.shape
+    s_real = mask.bool().clone()
+    s_real[:, 0] = False  # [CLS]
+    s_real[torch.arange(b), mask.sum(1) - 1] = False  # [SEP]
+    t_real = torch.ones(b, T_T, dtype=torch.bool)
+    t_real[:, 0] = t_real[:, -1] = False  # <s>, </s>
+    t_real[-1, 4:] = False  # last sample: shorter teacher sequence (padding)
+    overlap = torch.zeros(b, t_s, T_T)
+    s_group = torch.full((b, t_s), -1)
+    t_group = torch.full((b, T_T), -1)
+    for i in range(b):
+        s_idx, t_idx = s_real[i].nonzero().flatten(), t_real[i].nonzero().flatten()
+        for rank, j in enumerate(s_idx.tolist()):
+            t = t_idx[rank * len(t_idx) // len(s_idx)].item()
+            overlap[i, j, t] = 1 + rank % 3
+            s_group[i, j] = t_group[i, t] = t
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "s_real": s_real,
+        "t_real": t_real,
+        "t_pooled": torch.randn(b, D_T, generator=g),
+        "t_hidden": torch.randn(b, T_T, D_T, generator=g),
+        "t_attn": torch.randn(b, n_layers, T_T, T_T, generator=g).softmax(-1),
+        "overlap": overlap,
+        "s_group": s_group,
+        "t_group": t_group,
+    }
+
+
+def samd(student, **params) -> SAMDLoss:
+    """SAMD around ``student`` against a Matryoshka teacher of width D_T, prefixes 32 and 16."""
+    p = SAMDParams(**{"dims": DIMS, **params})
+    return SAMDLoss(student, D_T, params=p, teacher_matryoshka_dims=MATRYOSHKA)
+
+
+def count_passes(monkeypatch, student) -> list[dict]:
+    """Record the keyword arguments of every student forward call."""
+    calls: list[dict] = []
+    forward = student.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(student, "forward", spy)
+    return calls
+
+
+def test_params_from_dict_and_validation():
+    assert SAMDParams.from_dict({"lambda_span": 0.5}).lambda_span == 0.5
+    assert (SAMDParams().w_task, SAMDParams().w_kd, SAMDParams().use_sam) == (0.0, 1.0, False)
+    with pytest.raises(ValueError, match="[Dd]id you mean 'lambda_span'"):
+        SAMDParams.from_dict({"lambda_spn": 0.5})
+    with pytest.raises(ValueError, match="target"):
+        SAMDParams(target="teacher")
+    with pytest.raises(ValueError, match="lambda_point"):
+        SAMDParams(lambda_point=-1)
+    with pytest.raises(ValueError, match="sam_every"):
+        SAMDParams(sam_every=0)
+    assert SAMDParams().resolve_dims(384) == [384, 192, 96, 48]
+
+
+def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, monkeypatch):
+    student.eval()  # deterministic: the hand computation sees the same embeddings
+    loss_fn = samd(student)
+    assert loss_fn.target == "prefix" and loss_fn.proj is None and loss_fn.dims == DIMS
+    batch = make_batch(student)
+    with torch.no_grad():
+        out = student(batch["input_ids"], batch["attention_mask"])
+    calls = count_passes(monkeypatch, student)
+    loss, logs = loss_fn(batch, step=3, total_steps=10)
+    assert len(calls) == 1  # no SimCSE by default: one student pass
+    assert set(logs) == {"loss", "point", "sim", "resim", "span"}
+    s, t = out["sentence_embedding"], batch["t_pooled"]
+    point = prefix_pointwise_loss(s, t, DIMS)
+    rel, _ = relational_loss(s, t, DIMS)
+    b = batch
+    span = span_group_hidden_loss(
+        out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head
+    )
+    assert logs["point"] == pytest.approx(point.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((point + rel + span).item(), rel=1e-5)
+
+
+def test_targets_equal_to_the_student_give_zero(student):
+    """Teacher = the student itself (prefix and span targets): every term is 0 (margin 0)."""
+    student.eval()
+    loss_fn = samd(student, dims=[32], margin=0.0)
+    batch = make_batch(student)
+    with torch.no_grad():
+        out = student(batch["input_ids"], batch["attention_mask"])
+        s, h = out["sentence_embedding"], out["token_embeddings"]
+        extra = torch.zeros(len(s), D_T - s.shape[1])  # zeros: S(t) equals S(s)
+        batch["t_pooled"] = torch.cat([s, extra], 1)
+        t_hidden = torch.zeros(len(s), T_T, D_T)
+        for i in range(len(s)):  # one teacher token per group: its state = head(student mean)
+            for t in range(T_T):
+                group = batch["s_group"][i] == t
+                if batch["t_group"][i, t] >= 0 and group.any():
+                    t_hidden[i, t] = loss_fn.span_head(h[i][group].mean(0))
+        batch["t_hidden"] = t_hidden
+    _, logs = loss_fn(batch, step=0, total_steps=1)
+    for term in ("point", "sim", "resim", "span", "loss"):
+        assert logs[term] == pytest.approx(0.0, abs=1e-5), term
+
+
+def test_one_step_trains_the_student_and_its_heads_which_are_not_the_student(student):
+    loss_fn = samd(student)
+    groups = param_groups(loss_fn, TrainConfig(lr=1e-3, proj_lr=1e-3))
+    assert [len(g["params"]) for g in groups] == [len(list(student.parameters())), 2]
+    assert {id(q) for q in groups[1]["params"]} == {id(q) for q in loss_fn.span_head.parameters()}
+    student_ids = {id(q) for q in student.parameters()}
+    assert not student_ids & {id(q) for q in loss_fn.span_head.parameters()}  # never saved
+    opt = torch.optim.AdamW(groups)
+    head_before = loss_fn.span_head.weight.detach().clone()
+    before = {k: v.detach().clone() for k, v in student.named_parameters()}
+    loss, _ = loss_fn(make_batch(student), step=0, total_steps=10)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(loss_fn.span_head.weight, head_before)
+    changed = [k for k, v in student.named_parameters() if not torch.equal(v, before[k])]
+    assert any("attention" in k for k in changed) and any("embeddings" in k for k in changed)
+
+
+def test_projection_target_for_a_teacher_that_is_not_matryoshka(student):
+    student.eval()
+    loss_fn = SAMDLoss(student, D_T, params=SAMDParams(dims=DIMS))  # no Matryoshka dims
+    assert loss_fn.target == "projection" and loss_fn.proj.in_features == student.dim
+    assert loss_fn.proj.out_features == D_T  # student-side: D_s → D_t
+    batch = make_batch(student)
+    s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
+    _, logs = loss_fn(batch, step=0, total_steps=1)
+    want = pointwise_loss(loss_fn.proj(s), batch["t_pooled"])
+    assert logs["point"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_switched_off_terms_are_neither_computed_nor_read(student):
+    loss_fn = samd(student, lambda_span=0.0, lambda_sim=0.0, lambda_resim=0.0)
+    assert loss_fn.span_head is None
+    batch = {k: v for k, v in make_batch(student).items() if k not in ("t_hidden", "s_group")}
+    _, logs = loss_fn(batch, step=0, total_steps=1)  # the span keys are not needed
+    assert set(logs) == {"loss", "point"} and logs["loss"] == pytest.approx(logs["point"])
+
+
+def test_simcse_and_attention_options(student, monkeypatch):
+    """``w_task > 0`` adds the second pass; ``use_sam`` asks for attention on its steps only."""
+    student.eval()
+    loss_fn = samd(student, w_task=0.5, use_sam=True, sam_every=2, min_conf=0.0)
+    batch = make_batch(student)
+    calls = count_passes(monkeypatch, student)
+    for step, due in ((0, True), (1, False), (2, True)):
+        calls.clear()
+        _, logs = loss_fn(batch, step=step, total_steps=10)
+        assert len(calls) == 2 and "task" in logs
+        assert calls[0].get("output_attentions", False) is due and ("sam" in logs) is due
+    with torch.no_grad():
+        att = student(batch["input_ids"], batch["attention_mask"], output_attentions=True)
+    b = batch
+    want = span_attention_cka_loss(
+        att["attentions"][-1].mean(1), b["t_attn"][:, -1], b["overlap"], b["s_real"], b["t_real"]
+    )
+    _, logs = loss_fn(batch, step=0, total_steps=10)
+    assert logs["sam"] == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_bf16_autocast_with_an_fp16_cache(student):
+    loss_fn = samd(student, use_sam=True, layers=2, sam_every=1)
+    loss_fn.teacher_layers = 3
+    batch = make_batch(student, n_layers=3)
+    batch = {k: v.half() if v.is_floating_point() else v for k, v in batch.items()}  # fp16 cache
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, logs = loss_fn(batch, step=0, total_steps=10)
+    assert torch.isfinite(loss) and all(math.isfinite(v) for v in logs.values())
+    loss.backward()
+    assert all(torch.isfinite(q.grad).all() for q in loss_fn.parameters() if q.grad is not None)
+
+
+def test_samd_loss_boundary_errors(student, tiny_dirs):
+    sdpa = load_encoder(str(tiny_dirs["student"]), device="cpu")
+    samd(sdpa)  # the default needs no attention maps
+    with pytest.raises(ValueError, match="eager"):
+        samd(sdpa, use_sam=True)
+    with pytest.raises(ValueError, match="layers"):
+        samd(student, use_sam=True, layers=5)
+    with pytest.raises(ValueError, match="exceed"):
+        samd(student, dims=[64, 32])
+    with pytest.raises(ValueError, match="target='projection'"):
+        SAMDLoss(student, 16, params=SAMDParams(target="prefix", dims=DIMS))
+    loss_fn, batch = samd(student), make_batch(student)
+    with pytest.raises(KeyError, match="s_group"):
+        loss_fn({k: v for k, v in batch.items() if k != "s_group"}, step=0, total_steps=10)
+    with pytest.raises(ValueError, match="teacher_dim"):
+        loss_fn({**batch, "t_pooled": batch["t_pooled"][:, :40]}, step=0, total_steps=10)
+    with pytest.raises(ValueError, match="total_steps"):
+        loss_fn(batch, step=0, total_steps=0)
