@@ -3,6 +3,7 @@ r"""Evaluate one model with either protocol and write a results JSON (e.g. a tea
     # the 9-task suite (DESIGN.md §7.1)
     python scripts/evaluate.py --model minilm-l6 --eval-dir ../shared/data/eval \
         --output results.json [--dims 384 256 128 64] [--max-train N] [--tasks stsb sickr]
+    # the dev protocol (dev splits, held-out train slices; data/holdout.py): --split dev
     # the MTEB classification protocol (DESIGN.md §7.2), SKD's: tasks by name or index 1–16
     python scripts/evaluate.py --protocol mteb --model e5-small --tasks Banking77 Emotion \
         --splits test [--n-experiments N] [--eval-dir ../shared/data/mteb] --output ref.json
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=count(1), nargs="+", help="Matryoshka dims (default: all)")
     p.add_argument("--max-train", type=count(1), help="suite: cap rows of classifier fits")
     p.add_argument("--max-test", type=count(1), help="suite: cap test rows (quick looks only)")
+    p.add_argument(
+        "--split",
+        choices=("test", "dev"),
+        default="test",
+        help="suite: score the test splits, or the dev protocol (dev splits and held-out slices)",
+    )
     p.add_argument("--splits", nargs="+", help="MTEB: evaluation splits (default: the task's)")
     p.add_argument("--n-experiments", type=count(1), help="MTEB: experiments (default: 10)")
     p.add_argument("--samples-per-label", type=count(1), help="MTEB: default the task's own")
@@ -119,6 +126,7 @@ def suite_config(args) -> EvalConfig:
         batch_size=args.batch_size,
         max_length=args.max_length or DEFAULT_MAX_LENGTH,
         seed=args.seed,
+        split=args.split,
     )
     check_eval_config(cfg)
     return cfg

@@ -319,6 +319,19 @@ def test_evaluate_cli_scores_only_user_tasks_when_only_they_are_asked(tiny_dirs,
     assert record.config["eval"]["tasks"] == [f"{mine}:sts"]
 
 
+def test_evaluate_cli_scores_the_dev_protocol_with_split_dev(eval_args, tmp_path):
+    """``--split dev`` scores the dev rows (the teacher row of a dev sweep), not the test rows."""
+    rows = {}
+    for split in ("test", "dev"):
+        out = tmp_path / f"{split}.json"
+        argv = [*eval_args, "--tasks", "stsb", "--split", split, "--output", str(out)]
+        assert EVALUATE.main(argv) == 0
+        record = load_record(out)
+        assert record.config["eval"]["split"] == split
+        rows[split] = record.metrics
+    assert rows["dev"]["stsb/spearman@32"] != rows["test"]["stsb/spearman@32"]  # other rows
+
+
 def test_evaluate_cli_as_a_process_exits_2_without_traceback(tmp_path):
     cmd = [sys.executable, "scripts/evaluate.py", "--model", str(tmp_path / "nope")]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
