@@ -82,6 +82,16 @@ def test_summarize_times_known_medians_means_and_ratios():
     assert (rows["y"]["ratio_median"], rows["y"]["ratio_mean"]) == (3.6, 2.25)
 
 
+def test_paired_ratio_divides_step_by_step():
+    """A slow moment hits both variants of a step: the paired ratio ignores it, means do not."""
+    times = {"base": [1.0, 10.0, 1.0, 1.0], "x": [1.1, 11.0, 1.1, 1.1]}  # step 1: machine busy
+    r = bench.paired_ratio(times, "x", "base")
+    assert r["median"] == pytest.approx(1.1) and r["mean"] == pytest.approx(1.1)
+    assert r["se"] == pytest.approx(0.0, abs=1e-12) and r["steps"] == 4
+    with pytest.raises(ValueError, match="same, non-zero number of steps"):
+        bench.paired_ratio({"base": [1.0], "x": [1.0, 2.0]}, "x", "base")
+
+
 def test_interleaved_times_with_real_sleeps_orders_the_variants():
     pauses = {"fast": 0.002, "middle": 0.01, "slow": 0.03}
     steps = {name: (lambda i, s=s: time.sleep(s)) for name, s in pauses.items()}

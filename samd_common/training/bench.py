@@ -159,3 +159,20 @@ def alignment_speed(s: SpanBatch, t: SpanBatch, repeats: int = 5) -> dict[str, f
     out["speedup"] = out["naive_s"] / out["vectorised_s"]
     out["shape"] = [int(len(s.input_ids)), int(s.input_ids.shape[1]), int(t.input_ids.shape[1])]
     return out
+
+
+def paired_ratio(times: dict[str, list[float]], name: str, reference: str) -> dict[str, float]:
+    """Step-by-step ratios ``times[name][i] / times[reference][i]`` of interleaved runs.
+
+    The two variants ran the same step ``i`` back to back (``interleaved_times``), so a slow
+    moment of the machine hits both; the median of the per-step ratios is the robust summary.
+
+    Returns:
+        ``{"median": …, "mean": …, "se": standard error of the mean ratio, "steps": n}``.
+    """
+    a, b = np.asarray(times[name]), np.asarray(times[reference])
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"{name!r} and {reference!r} need the same, non-zero number of steps.")
+    r = a / b
+    se = float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")
+    return {"median": float(np.median(r)), "mean": float(r.mean()), "se": se, "steps": len(r)}
