@@ -30,9 +30,13 @@ data/demo/stsb_test.csv: | setup
 	$(PY) scripts/prepare_demo_multitask_data.py --out data/demo
 
 # SAMD (e5-small → minilm-l6) through the notebook, `demo` preset; prints before/after tables.
+# --log-output streams the run's own progress (models, teacher cache, a training line with the
+# loss about 20 times, evaluation) instead of papermill's cell counter; tqdm bars are redrawn at
+# most every TQDM_MININTERVAL seconds.
+demo: export TQDM_MININTERVAL ?= 30
 demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
 	@mkdir -p $(DEMO_OUT)
-	$(PY) -m papermill CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
+	$(PY) -m papermill --log-output CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
 	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
 	$(PY) scripts/collect_results.py --show $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
 

@@ -426,6 +426,7 @@ def train_method(run: RunState) -> None:
         "steps": len(history.steps),
         "skipped_nonfinite": history.skipped_nonfinite,
         "last": history.steps[-1:],
+        "history": history.curve(cfg.train.log_every),  # the record keeps it apart (record_run)
     }
 
 
@@ -465,6 +466,8 @@ DEFAULT_STAGES: dict[str, Callable[[RunState], None]] = {
 def record_run(run: RunState) -> RunRecord:
     """Write the run's ``results.json`` and return its record."""
     cfg = run.cfg
+    train = dict(run.train_summary)
+    history = train.pop("history", {})  # the curve: a field of its own in the results JSON
     record = RunRecord(
         cfg.method,
         cfg.student,
@@ -477,7 +480,8 @@ def record_run(run: RunState) -> RunRecord:
         teacher=cfg.teacher,
         students=run.students,
         timings=run.timings,
-        train=run.train_summary,
+        train=train,
+        history=history,
         extra={"flavour": run.flavour, **run.extra},
     )
     path = record_results(record, run.run_dir / "results.json")

@@ -2,6 +2,7 @@
 
 Usage:
     python scripts/collect_results.py RESULTS_DIR [--out OUT_DIR] [--dims 384 64] [--method SAMD]
+        [--curves]
     python scripts/collect_results.py --show RESULTS_JSON [RESULTS_JSON ...]
 
 Input (written by ``scripts/run_experiments.py``): ``RESULTS_DIR/<label>/seed<k>/results.json``,
@@ -28,6 +29,10 @@ Output (in OUT_DIR, default RESULTS_DIR):
   (runs, min–max of train/step/total seconds and peak RSS per label, from each run's timings),
   ``differences.csv`` (the paired differences above, per task).
 * ``matryoshka.png`` (avg score vs dim) and ``tasks.png`` (per-task bars at the full dim).
+* with ``--curves``: ``curves.png``, the training curves (total loss vs optimizer step) overlaid,
+  one panel per label and one line per seed, and a "Training curves" section in ``results.md``;
+  only from runs whose results hold a ``history`` (older runs and SKD have none: skipped, and
+  nothing is written when no run has one).
 
 The per-task table(s) are printed to stdout. Exit code 2 when no results are found.
 """
@@ -47,6 +52,7 @@ matplotlib.use("Agg")  # headless: figures are written to files
 
 from samd_common.methods import METHODS  # noqa: E402
 from samd_common.reporting.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
+from samd_common.reporting.curves import has_history, plot_sweep_curves  # noqa: E402
 from samd_common.reporting.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
 from samd_common.reporting.results import load_record, results_table  # noqa: E402
 from samd_common.reporting.tables import (  # noqa: E402
@@ -172,6 +178,26 @@ def skd_section(skd: pd.DataFrame) -> str:
     return to_markdown(table.fillna("-").rename_axis("run / flavour"))
 
 
+def curves_section(runs: list[dict], out: Path) -> list[str]:
+    """``--curves``: write ``curves.png`` from the runs with a history; its markdown section."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_sweep_curves(runs, out / "curves.png")
+    if fig is None:
+        log.warning(
+            "--curves: no run has a training history (results recorded before histories were "
+            "kept, or SKD runs); curves.png not written"
+        )
+        return []
+    plt.close(fig)
+    n = sum(has_history(r["record"]) for r in runs)
+    return [
+        "## Training curves",
+        f"Total loss vs optimizer step of the {n} run(s) that recorded a history, one panel per "
+        "label, one line per seed.\n\n![training curves](curves.png)",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Collect RESULTS_DIR into tables and figures; 2 when there are no results."""
     p = argparse.ArgumentParser(
@@ -184,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "--dims", type=int, nargs="+", help="dims of the per-task tables (default: full)"
     )
     p.add_argument("--method", default="SAMD", help="label compared with the best baseline")
+    p.add_argument(
+        "--curves", action="store_true", help="also overlay the runs' training curves (curves.png)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.show:
@@ -223,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(sections) == 1:
         log.error("no suite or SKD metrics in the results.json files under %s", args.results_dir)
         return 2
+    if args.curves:
+        sections += curves_section(runs, out)
     tmp = out / ".results.md.tmp"  # written whole, then renamed: never a half table
     tmp.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
     os.replace(tmp, out / "results.md")

@@ -20,6 +20,12 @@ evaluates the teacher once with the preset's protocol (``<output-dir>/<preset>/_
 the undistilled student is in every run's results (``metrics_before``).
 ``scripts/collect_results.py`` builds the tables.
 
+Each run's own progress shows in the terminal while its notebook runs (papermill's
+``log_output``): the package's log lines (models, teacher cache, a training line about 20 times a
+run with the loss, its terms and the lr, evaluation, results) and its tqdm bars, redrawn at most
+every ``TQDM_MININTERVAL`` seconds (default here 60, so a long run prints tens of lines, not one
+per step; set the variable to change it), each bar state on a line of its own.
+
 ``--archive DIR`` also copies every finished ``results.json`` (and the teacher reference) to
 ``DIR/<method>[+<tag>]/seed<k>/results.json``, a small tree that can be committed (e.g.
 ``results/cpu-bench/runs``): runs found there are skipped too, so a sweep resumes on a fresh
@@ -40,6 +46,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 import time
@@ -56,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("run_experiments")
 USER_ERRORS = (ValueError, KeyError, OSError)  # bad input: one line, no traceback
 MTEB_DROPPED = ("eval_dir", "train_csv", "eval_tasks")  # suite-only parameters, not sent to SKD
+BAR_SECONDS = "60"  # TQDM_MININTERVAL of the notebooks' bars unless the environment sets one
 OWN_FLAGS = {  # notebook parameters the runner sets itself: not accepted as --param
     "method": "--methods",
     "preset": "--preset",
@@ -70,6 +78,30 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """Print ``prog: error: message`` and exit 2."""
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class NotebookOutput(logging.Filter):
+    """papermill's log of a notebook's output (``log_output``), made readable line by line.
+
+    tqdm redraws its bar after carriage returns: only each line's last state is kept. Output
+    that is empty then is dropped, and a bar (``n/total [``), which tqdm writes to stderr and
+    papermill therefore logs as WARNING, is logged as INFO.
+    """
+
+    BAR = re.compile(r"\d+/\d+ \[")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Clean ``record`` in place; False (dropped) when nothing is left of it."""
+        if not isinstance(record.msg, str) or record.args:
+            return True
+        lines = (line.rsplit("\r", 1)[-1].rstrip() for line in record.msg.split("\n"))
+        text = "\n".join(line for line in lines if line)
+        if not text:
+            return False
+        record.msg = text
+        if record.levelno == logging.WARNING and self.BAR.search(text):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def message(err: BaseException) -> str:
@@ -183,6 +215,7 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
     import papermill
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TQDM_MININTERVAL", BAR_SECONDS)  # read by the kernel's tqdm
     papermill.execute_notebook(
         str(notebook_path(method)),
         str(run_dir / f"{method}.ipynb"),
@@ -190,6 +223,7 @@ def run_one(method: str, seed: int, run_dir: Path, params: dict) -> Path:
         parameters={**params, "seed": seed, "output_dir": str(run_dir)},
         cwd=str(ROOT),
         progress_bar=False,
+        log_output=True,  # the run's own progress, streamed to the papermill logger
     )
     found = sorted(run_dir.glob("*/results.json"))
     if not found:
@@ -317,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sweep; print a summary (exit 2: bad input, nothing ran; 1: a run failed)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    papermill_log = logging.getLogger("papermill")
+    if not any(isinstance(f, NotebookOutput) for f in papermill_log.filters):
+        papermill_log.addFilter(NotebookOutput())
     try:
         methods, base = plan(args)
     except USER_ERRORS as err:

@@ -45,6 +45,7 @@ batch_size: Optional[int] = None  # preset full: {batch_size}
 max_texts: Optional[int] = None  # corpus cap; preset full: {max_texts}
 max_steps: Optional[int] = None  # steps, replace epochs; preset full: {max_steps}
 resume: bool = False  # continue an interrupted run from its last per-epoch checkpoint
+log_every: Optional[int] = None  # training-curve / progress-log interval in steps; None: 10
 {extra}params: Optional[dict] = None  # method parameters over its defaults (listed above)"""
 # The suite's tasks: built-in names and/or the user's CSVs (data.user_tasks), made ``tasks=``.
 EVAL_TASKS = (
@@ -60,9 +61,16 @@ HELP = {
         "MTEB CSV folder; None: $SAMD_MTEB_DIR or ../shared/data/mteb",
     ),
 }
+# The run's own progress (models, teacher cache, training loss about 20 times, evaluation) as
+# log lines on stdout: read in the notebook, and streamed by papermill's log_output in batch runs.
+LOGGING = (
+    "# The run's progress (models, teacher cache, training loss, evaluation) as log lines\n"
+    'logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stdout)\n'
+    'logging.getLogger("samd_common").setLevel(logging.INFO)'
+)
 CONFIG_ARGS = (
     *("teacher", "student", "train_csv", "eval_dir", "preset", "seed", "output_dir"),
-    *("epochs", "lr", "batch_size", "max_texts", "max_steps", "resume"),
+    *("epochs", "lr", "batch_size", "max_texts", "max_steps", "resume", "log_every"),
 )  # parameters passed on to make_config by keyword (then the method's extras, then params)
 
 
@@ -155,12 +163,16 @@ def _results(spec: MethodSpec) -> tuple[str, list[str], str]:
         return intro, cells, context
     intro = (
         "## Results\n\nMain score per task (accuracy, average precision or Spearman × 100) at "
-        "each Matryoshka dim, the undistilled student next to the distilled one; the figure "
-        "averages them per task family, in-domain and out-of-domain, against the dim."
+        "each Matryoshka dim, the undistilled student next to the distilled one; the first "
+        "figure averages them per task family, in-domain and out-of-domain, against the dim. The "
+        "training curve shows the total loss, each term the method logs and the learning rate "
+        "against the optimizer step (every `log_every` steps and the last, as the results JSON "
+        "keeps them)."
     )
     cells = [
         "display(results_table(result))",
         f"plot_matryoshka(result, {out.format('matryoshka.png')});",
+        f"plot_history(result, {out.format('curve.png')});",
     ]
     if spec.elastic_depth:
         cells.append(f"plot_depth_grid(result, {out.format('depth_grid.png')});")
@@ -184,7 +196,12 @@ def _imports(spec: MethodSpec) -> str:
         line = (
             "from samd_common.experiment import (\n" + "".join(f"    {n},\n" for n in names) + ")"
         )
-    return f"from pathlib import Path\n\nfrom IPython.display import display\n\n{line}"
+    if spec.hooks.protocol == "suite":
+        line += "\nfrom samd_common.reporting.curves import plot_history"
+    return (
+        "import logging\nimport sys\nfrom pathlib import Path\n\n"
+        f"from IPython.display import display\n\n{line}\n\n{LOGGING}"
+    )
 
 
 def build(spec: MethodSpec) -> nbformat.NotebookNode:

@@ -342,3 +342,63 @@ def test_show_prints_run_tables(sweep, capsys):
     out = capsys.readouterr().out
     assert "SAMD: embeddinggemma-300m → minilm-l6" in out and "before@384" in out
     assert "continuous@384" in out  # the SKD run: its MTEB table
+
+
+# ------------------------------------------------------------------ training curves (--curves)
+def _add_history(root: Path, label: str, seed: int, losses: list[float]) -> None:
+    """Give a written run the ``history`` a run records (``training.history.thin_history``)."""
+    path = root / label / f"seed{seed}" / "results.json"
+    payload = json.loads(path.read_text())
+    steps = [10 * i for i in range(len(losses))]
+    payload["history"] = {"log_every": 10, "steps": {"step": steps, "lr": [2e-5] * len(losses)}}
+    payload["history"]["steps"]["loss"] = losses
+    path.write_text(json.dumps(payload))
+
+
+@pytest.fixture()
+def curve_sweep(tmp_path):
+    root = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(root, "SAMD", seed, suite_metrics(70.0 + seed))
+        _add_history(root, "SAMD", seed, [2.0 - seed, 1.5, 1.2])
+    write_run(root, "MinED", 0, suite_metrics(69.0))  # recorded before histories: none
+    write_run(root, "MinED", 1, suite_metrics(69.5))
+    _add_history(root, "MinED", 1, [3.0, 2.0])
+    return root
+
+
+def test_sweep_curves_one_panel_per_label_one_line_per_run_with_a_history(curve_sweep):
+    from samd_common.reporting.curves import plot_sweep_curves
+
+    fig = plot_sweep_curves(report.load_runs(curve_sweep))
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert list(panels) == ["MinED", "SAMD"]
+    assert [line.get_label() for line in panels["SAMD"].get_lines()] == ["seed 0", "seed 1"]
+    assert [line.get_label() for line in panels["MinED"].get_lines()] == ["seed 1"]
+    assert list(panels["SAMD"].get_lines()[1].get_ydata()) == [1.0, 1.5, 1.2]
+    assert list(panels["MinED"].get_lines()[0].get_xdata()) == [0, 10]
+
+
+def test_collect_curves_writes_the_figure_and_section(curve_sweep, tmp_path):
+    out = tmp_path / "out"
+    assert cr.main([str(curve_sweep), "--out", str(out), "--curves"]) == 0
+    assert (out / "curves.png").stat().st_size > 0
+    text = (out / "results.md").read_text()
+    assert "## Training curves" in text and "of the 3 run(s)" in text
+    assert text.rstrip().endswith("![training curves](curves.png)")
+    plain = tmp_path / "plain"
+    assert cr.main([str(curve_sweep), "--out", str(plain)]) == 0  # without the option: none
+    assert (
+        not (plain / "curves.png").exists()
+        and "Training curves" not in (plain / "results.md").read_text()
+    )
+
+
+def test_collect_curves_skips_sweeps_without_histories(sweep, tmp_path, caplog):
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    with caplog.at_level("WARNING"):
+        assert cr.main([str(sweep), "--out", str(out), "--curves"]) == 0
+    assert not (out / "curves.png").exists()
+    assert "no run has a training history" in caplog.text
+    assert cr.main([str(sweep), "--out", str(plain)]) == 0
+    assert (out / "results.md").read_bytes() == (plain / "results.md").read_bytes()

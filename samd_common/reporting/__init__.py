@@ -4,7 +4,8 @@
 * :mod:`~samd_common.reporting.results` — :class:`RunRecord` (one JSON per run) and run tables;
 * :mod:`~samd_common.reporting.tables` — a sweep's records → mean ± std tables;
 * :mod:`~samd_common.reporting.compare` — paired differences (best baseline, ablations);
-* :mod:`~samd_common.reporting.plots` — Matryoshka curves, depth grids, MTEB bars, sweep figures.
+* :mod:`~samd_common.reporting.plots` — Matryoshka curves, depth grids, MTEB bars, sweep figures;
+* :mod:`~samd_common.reporting.curves` — training curves (a run's ``history``, a sweep's overlaid).
 """
 
 from __future__ import annotations

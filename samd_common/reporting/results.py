@@ -3,10 +3,11 @@
 :class:`RunRecord` is what a results JSON holds and what ``experiment.run_experiment`` returns:
 the config, the environment (versions, git commit), the metrics (keys as in
 :mod:`~samd_common.reporting.keys`) of the distilled and of the undistilled student, the
-evaluated dims, the timings and the training summary of one run, plus a method's own fields
-(``extra``: the corpus, SKD's dictionaries, …). Files written before this type load too (fields
-they lack are empty). :func:`results_table` shows one record: the suite's per-task table, or the
-MTEB table of a run scored with that protocol (SKD).
+evaluated dims, the timings, the training summary and the training curve (``history``, every
+``log_every``-th step, :func:`~samd_common.training.history.thin_history`) of one run, plus a
+method's own fields (``extra``: the corpus, SKD's dictionaries, …). Files written before this
+type or before histories load too (fields they lack are empty). :func:`results_table` shows one
+record: the suite's per-task table, or the MTEB table of a run scored with that protocol (SKD).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class RunRecord:
     students: dict[str, str] = field(default_factory=dict)  # saved student folder(s) by name
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, peak RSS
     train: dict[str, Any] = field(default_factory=dict)  # steps, skipped_nonfinite, last step
+    # The training curve: {"log_every": n, "steps": {"step": [...], "lr": [...], "loss": [...],
+    # <each logged term>: [...]}} (training.history.thin_history); empty for older files.
+    history: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)  # versions, device, git commit, time
     extra: dict[str, Any] = field(default_factory=dict)  # the method's own fields (top level)
     results_path: Path | None = None  # where the JSON lives (not written into it)
@@ -53,7 +57,7 @@ class RunRecord:
         core = ("method", "model", "config", "env", "metrics", "timings")
         payload = {name: getattr(self, name) for name in core}
         payload.update(metrics_before=self.metrics_before, dims=self.dims)
-        for name in ("depths", "depth_grid", "teacher", "students", "train"):
+        for name in ("depths", "depth_grid", "teacher", "students", "train", "history"):
             if getattr(self, name):
                 payload[name] = getattr(self, name)
         return {**payload, **self.extra}

@@ -4,13 +4,15 @@
 * :mod:`~samd_common.training.batching` — ``DistillDataset``: student tokens + cached teacher
   outputs + cross-tokenizer alignment per batch;
 * :mod:`~samd_common.training.loop` — ``train(method, dataset, cfg)`` for every method;
+* :mod:`~samd_common.training.history` — its per-step logs and the thinned curve a run records;
 * :mod:`~samd_common.training.bench` — step costs measured side by side (``scripts/bench.py``).
 """
 
 from __future__ import annotations
 
 from samd_common.training.batching import DistillDataset
-from samd_common.training.loop import History, TrainConfig, seed_everything, train
+from samd_common.training.history import History
+from samd_common.training.loop import TrainConfig, seed_everything, train
 from samd_common.training.teacher_cache import TeacherCache, build_teacher_cache
 
 __all__ = [

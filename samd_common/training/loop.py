@@ -1,10 +1,11 @@
 """One training loop for every method (nanoGPT-plain).
 
 ``train(method, dataset, cfg)`` runs AdamW with warmup + cosine decay to a floor, gradient
-accumulation and clipping, bf16 autocast on GPUs, seeded data order, tqdm progress, per-epoch
-atomic checkpoints with exact resume, and non-finite-loss skipping. ``method`` is the method's
-loss module: it owns the student and any projections, and ``method(batch, step, total_steps)``
-returns ``(loss, logs)``.
+accumulation and clipping, bf16 autocast on GPUs, seeded data order, tqdm progress and a
+progress log line about 20 times a run, per-epoch atomic checkpoints with exact resume, and
+non-finite-loss skipping; its :class:`~samd_common.training.history.History` holds every step's
+logs. ``method`` is the method's loss module: it owns the student and any projections, and
+``method(batch, step, total_steps)`` returns ``(loss, logs)``.
 
 Under ``torchrun``/``accelerate launch`` the same loop runs with DDP (gloo on CPU, nccl on CUDA):
 the global batches are those of one process (``GlobalBatchSampler``), each rank takes a
@@ -24,7 +25,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 
 from samd_common.config import check_bool, check_count, check_number
 from samd_common.distributed import barrier, broadcast_object, dist_info, init_distributed
+from samd_common.training.history import History, progress_every, progress_line
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # per-epoch checkpoints (None = no checkpoints)
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
     show_progress: bool = True  # tqdm bar
+    # Interval in optimizer steps of the history a results JSON keeps (the last step always) and
+    # of the progress log lines (a multiple of it: about 20 lines per run, ``training.history``).
+    log_every: int = 10
     # DDP only: search the graph for parameters without a gradient each step. Needed whenever
     # some trainable parameter gets no gradient (a BERT backbone's pooler under mean/CLS
     # pooling, a switched-off projection); SAMD's skipped L_SAM steps alone would not need it,
@@ -104,18 +109,9 @@ class TrainConfig:
         check_count("seed", self.seed, 0)
         check_count("max_nonfinite", self.max_nonfinite, 0)
         check_count("num_workers", self.num_workers, 0)
+        check_count("log_every", self.log_every, 1)
         for name in ("bf16", "resume", "show_progress", "find_unused_parameters"):
             check_bool(name, getattr(self, name))
-
-
-@dataclass
-class History:
-    """Per-step logs and run statistics."""
-
-    steps: list[dict[str, float]] = field(default_factory=list)
-    epochs_done: int = 0
-    skipped_nonfinite: int = 0
-    step_times: list[float] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -248,7 +244,14 @@ def _all_finite(loss: torch.Tensor, world: int) -> tuple[bool, float]:
 
 # Settings that do not change what is computed: a run may resume with other values of these.
 _RESUME_FREE = frozenset(
-    {"resume", "checkpoint_dir", "show_progress", "num_workers", "find_unused_parameters"}
+    {
+        "resume",
+        "checkpoint_dir",
+        "show_progress",
+        "num_workers",
+        "find_unused_parameters",
+        "log_every",
+    }
 )
 
 
@@ -364,6 +367,7 @@ class _Run:
     world: int
     use_bf16: bool
     total: int  # optimizer steps of the whole run
+    progress: int = 0  # a progress log line every this many steps (0 = none: ranks > 0)
 
 
 def _forward_backward(
@@ -412,10 +416,13 @@ def _train_epoch(run: _Run, batches: Iterable[dict], step: int, hist: History, b
         _optimizer_step(run, step)
         logs = {**logs, "loss": mean_loss} if run.world > 1 else logs
         hist.step_times.append(time.perf_counter() - tick)
-        hist.steps.append({"step": step, "lr": run.optimizer.param_groups[0]["lr"], **logs})
+        entry = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], "loss": mean_loss}
+        hist.steps.append(entry | logs)  # the method's own "loss" (its logged value) wins
+        if run.progress and (step % run.progress == 0 or step == run.total - 1):
+            log.info("%s", progress_line(hist.steps[-1], run.total))
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{logs.get('loss', mean_loss):.4f}")
+        bar.set_postfix(loss=f"{hist.steps[-1]['loss']:.4f}", refresh=False)  # at mininterval
     return step
 
 
@@ -459,7 +466,8 @@ def train(
         hist, start_epoch = resumed, resumed.epochs_done
     model = _wrap_ddp(method, device, cfg) if world > 1 else method
     use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    run = _Run(method, model, optimizer, cfg, device, world, use_bf16, total)
+    progress = progress_every(total, cfg.log_every) if rank == 0 else 0
+    run = _Run(method, model, optimizer, cfg, device, world, use_bf16, total, progress)
     # 3) epochs: the data order depends only on (seed, epoch); a checkpoint after each
     step = start_epoch * steps_per_epoch
     bar = tqdm(total=total, initial=step, desc="train", disable=not cfg.show_progress or rank > 0)
