@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from samd_common.config import RunHooks
 from samd_common.losses import cdm, dskd, embed_distill, emo, ese, mined, mrl, relational, samd
 from samd_common.losses.base import Objective
@@ -33,15 +35,18 @@ class TeacherInfo:
     layers: int  # number of last layers whose attention is cached
     embed_dim: int | None = None  # width of the cached input embeddings (None: = hidden_dim)
     matryoshka_dims: tuple[int, ...] = ()  # dims it was Matryoshka-trained at (model table)
+    pooled_mean: tuple[float, ...] = ()  # (D_t,) corpus mean of the cached pooled embeddings
 
     @classmethod
     def from_cache(cls, name: str, cache) -> TeacherInfo:
         """Widths read off a ``TeacherCache``; Matryoshka dims off the model table.
 
         ``layers`` comes from the cache key; the table is looked up by ``name``, else by the
-        short name the cache recorded.
+        short name the cache recorded. ``pooled_mean`` is the mean of the cached (unnormalised)
+        pooled embeddings over the corpus, a fixed vector (SAMD centres its targets with it).
         """
         key = cache.meta["key"]
+        mean = np.mean(cache.arrays["pooled"], axis=0, dtype=np.float64)  # (D_t,)
         return cls(
             name,
             cache.dim,
@@ -49,6 +54,7 @@ class TeacherInfo:
             int(key["layers"]),
             int(cache.arrays["embed"].shape[1]),
             matryoshka_dims(name) or matryoshka_dims(str(key.get("teacher", ""))),
+            tuple(float(v) for v in mean),
         )
 
 
@@ -135,6 +141,7 @@ SAMD_WIDTHS = {
     "teacher_layers": "layers",
     "teacher_hidden_dim": "hidden_dim",
     "teacher_matryoshka_dims": "matryoshka_dims",
+    "teacher_mean": "pooled_mean",
 }
 TOKEN_WIDTHS = {"teacher_hidden_dim": "hidden_dim"}
 
@@ -151,16 +158,17 @@ METHODS: dict[str, MethodSpec] = {
             paper="Span-Aware Matryoshka Distillation",
             summary=(
                 "Cross-tokenizer distillation at every Matryoshka prefix of the student, with "
-                "fixed targets: each prefix regresses onto the same-size prefix of the "
-                "(Matryoshka) teacher's cached embedding and matches the teacher's in-batch "
-                "similarities and their ranking (Jasper), and a span-aware term makes the "
-                "student's mean state over each span group (the characters both tokenizers "
-                "cover) map, through a student-side head, onto the teacher's. No SimCSE."
+                "fixed, centred targets (the teacher's cached embedding less its corpus mean): "
+                "each prefix regresses onto the same-size prefix of the (Matryoshka) teacher's "
+                "embedding and matches the teacher's in-batch similarities and their ranking "
+                "(Jasper), and a span-aware term makes the student's mean state over each span "
+                "group (the characters both tokenizers cover) map, through a student-side head, "
+                "onto the teacher's. No SimCSE."
             ),
             citation=samd.CITATION,
             ours=True,
             formula=(
-                r"\mathcal{L} = \sum_{m} \big([1 - \cos(s_{:m}, t_{:m})] + "
+                r"\mathcal{L} = \sum_{m} \big([1 - \cos(s_{:m}, \tilde t_{:m})] + "
                 r"\lambda_\text{sim} \mathcal{L}_\text{sim}^{(m)} + \lambda_\text{resim} "
                 r"\mathcal{L}_\text{resim}^{(m)}\big) + \lambda_\text{span}\,\mathrm{mean}_g"
                 r"[1 - \cos(Q \bar h^s_g, \bar h^t_g)]"

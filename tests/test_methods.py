@@ -111,11 +111,21 @@ def test_build_passes_the_teacher_widths_the_entry_names(setting):
     samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {})
     assert samd.target == "projection" and samd.proj.out_features == 40  # D_s → D_t
     assert samd.span_head.out_features == 24 and samd.teacher_layers == 2
-    wide = TeacherInfo("t", dim=64, hidden_dim=24, layers=2, matryoshka_dims=(64, 16))
-    assert build(METHODS["SAMD"], copy.deepcopy(student), wide, {}).target == "prefix"
+    wide = TeacherInfo("t", 64, 24, 2, matryoshka_dims=(64, 16), pooled_mean=(0.5,) * 64)
+    wide_samd = build(METHODS["SAMD"], copy.deepcopy(student), wide, {})
+    assert wide_samd.target == "prefix" and wide_samd.teacher_mean.tolist() == [0.5] * 64
     dskd = build(METHODS["DSKD"], copy.deepcopy(student), info, {})
     assert dskd.query.out_features == 16 and dskd.t2s.in_features == 24
     assert build(METHODS["MRL"], copy.deepcopy(student), None, {}).dims[0] == student.dim
+
+
+def test_teacher_info_carries_the_corpus_mean_of_the_cached_embeddings(setting):
+    student, texts, cache, info, _ = setting
+    pooled = np.asarray(cache.arrays["pooled"], dtype=np.float64)  # (N, D_t)
+    assert len(info.pooled_mean) == cache.dim == pooled.shape[1] and len(pooled) == len(texts)
+    assert np.allclose(info.pooled_mean, pooled.mean(0))
+    samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {})  # the registry passes it on
+    assert np.allclose(samd.teacher_mean.numpy(), pooled.mean(0), atol=1e-6)
 
 
 def test_a_spec_is_plain_data():

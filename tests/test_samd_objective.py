@@ -120,6 +120,7 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, monkeypatch):
     assert len(calls) == 1  # no SimCSE by default: one student pass
     assert set(logs) == {"loss", "point", "sim", "resim", "span"}
     s, t = out["sentence_embedding"], batch["t_pooled"]
+    t = t - t.mean(0)  # centred; without a corpus mean, the batch's
     point = prefix_pointwise_loss(s, t, DIMS)
     rel, _ = relational_loss(s, t, DIMS)
     b = batch
@@ -133,7 +134,7 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, monkeypatch):
 def test_targets_equal_to_the_student_give_zero(student):
     """Teacher = the student itself (prefix and span targets): every term is 0 (margin 0)."""
     student.eval()
-    loss_fn = samd(student, dims=[32], margin=0.0)
+    loss_fn = samd(student, dims=[32], margin=0.0, center=False)
     batch = make_batch(student)
     with torch.no_grad():
         out = student(batch["input_ids"], batch["attention_mask"])
@@ -178,8 +179,29 @@ def test_projection_target_for_a_teacher_that_is_not_matryoshka(student):
     batch = make_batch(student)
     s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
     _, logs = loss_fn(batch, step=0, total_steps=1)
-    want = pointwise_loss(loss_fn.proj(s), batch["t_pooled"])
+    t = batch["t_pooled"]
+    want = pointwise_loss(loss_fn.proj(s), t - t.mean(0))
     assert logs["point"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_targets_are_centred_with_the_corpus_mean(student):
+    """``center``: t − μ_t with the given corpus mean (else the batch's); off: the raw t."""
+    student.eval()
+    batch = make_batch(student)
+    t, mean = batch["t_pooled"], torch.randn(D_T)
+    params = SAMDParams(dims=DIMS)
+    given = SAMDLoss(
+        student, D_T, params=params, teacher_matryoshka_dims=MATRYOSHKA, teacher_mean=mean.tolist()
+    )
+    assert torch.allclose(given.targets(t), t - mean)
+    assert torch.allclose(samd(student).targets(t), t - t.mean(0))
+    assert torch.equal(samd(student, center=False).targets(t), t)
+    s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
+    _, logs = given(batch, step=0, total_steps=1)
+    want = prefix_pointwise_loss(s, t - mean, DIMS)  # a prefix of t − μ is centred as well
+    assert given.target == "prefix" and logs["point"] == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_mean has 3 values"):
+        SAMDLoss(student, D_T, params=SAMDParams(dims=DIMS), teacher_mean=[0.0, 1.0, 2.0])
 
 
 def test_switched_off_terms_are_neither_computed_nor_read(student):

@@ -165,6 +165,7 @@ class SAMDMRLLoss(SAMDLoss):
         params: ``SAMDMRLParams``.
         teacher_hidden_dim: width of ``t_hidden`` (L_span); None means ``teacher_dim``.
         teacher_matryoshka_dims: the teacher's Matryoshka dims (L_point's target).
+        teacher_mean: the teacher's corpus-mean embedding (SAMD's centred targets).
 
     References:
         Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022,
@@ -187,16 +188,11 @@ class SAMDMRLLoss(SAMDLoss):
         params: SAMDMRLParams | None = None,
         teacher_hidden_dim: int | None = None,
         teacher_matryoshka_dims: Sequence[int] = (),
+        teacher_mean: Sequence[float] = (),
     ) -> None:
         params = params or SAMDMRLParams()
-        super().__init__(
-            student,
-            teacher_dim,
-            teacher_layers,
-            params,
-            teacher_hidden_dim,
-            teacher_matryoshka_dims,
-        )
+        widths = (teacher_dim, teacher_layers, params, teacher_hidden_dim, teacher_matryoshka_dims)
+        super().__init__(student, *widths, teacher_mean)
         self.mrl_dims = MRLParams(min_dim=params.mrl_min_dim, dims=params.mrl_dims).resolve_dims(
             student.dim
         )
