@@ -435,6 +435,9 @@ def test_skd_sep_reference_setting_runs_through_run_experiment(tmp_path):
         assert np.isfinite(payload["metrics"][f"{mode}/EmotionClassification/accuracy@48"])
     assert np.isfinite(payload["metrics"]["avg/all/id@48"]) and payload["dims"] == [48]
     assert set(payload["timings"]) >= {"train_s", "eval_after_s", "total_s"}
+    curve = payload["history"]["steps"]  # the training curve: both groups' steps, in order
+    assert len(curve["step"]) >= 2 and {"loss", "sense"} <= set(curve)
+    assert curve["step"][-1] == payload["train"]["last"][0]["step"]
     assert results_table(result).shape[0] == 2
     for name in ("Banking77Classification", "EmotionClassification"):
         assert (Path(result.students[name]) / "skd_head.pt").is_file()

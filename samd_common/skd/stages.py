@@ -33,6 +33,7 @@ from samd_common.reporting.keys import metric_key, parse_keys
 from samd_common.skd import steps
 from samd_common.skd.config import SenseSettings, check_config, flavour, mode
 from samd_common.skd.senses import SenseTable
+from samd_common.training.history import thin_history
 
 
 def summarize(per_mode: dict[str, MTEBResult], primary: str) -> dict[str, float]:
@@ -125,7 +126,13 @@ def train_and_score(run: RunState) -> None:
         scores.append(steps.evaluate_student(cfg, method, teacher.tokenizer, prompt, tasks))
         run.students[name] = str(steps.save_student(method, dictionary, out / "model"))
     run.scratch["scores"] = scores
-    run.train_summary = {"steps": len(history), "skipped_nonfinite": skipped, "last": history[-1:]}
+    run.train_summary = {
+        "steps": len(history),
+        "skipped_nonfinite": skipped,
+        "last": history[-1:],
+        # the training curve (SKD-sep: the groups' curves one after the other, steps restart)
+        "history": thin_history(history, cfg.train.log_every),
+    }
 
 
 def merge_scores(run: RunState) -> None:
