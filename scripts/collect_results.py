@@ -20,9 +20,11 @@ Output (in OUT_DIR, default RESULTS_DIR):
 
 * ``results.md``: per-task table at the full dim (and at each ``--dims``): teacher, undistilled
   student, one row per label as mean ± std over seeds, best distilled value per column in bold;
-  the Matryoshka table (avg ID / OOD per dim, % retained at d/2, d/4, d/8); "<method> vs best
-  baseline" (ablations, labels with '+', excluded); "Ablations" (each ``<method>`` minus its
-  ``<method>+<tag>`` runs: what the removed term contributes); SKD runs in a separate MTEB table.
+  the share of the teacher–student gap each label recovered (avg ID / OOD, at the full dim and
+  each ``--dims``; ``gap.csv``); the Matryoshka table (avg ID / OOD per dim, % retained at d/2,
+  d/4, d/8); "<method> vs best baseline" (ablations, labels with '+', excluded); "Ablations"
+  (each ``<method>`` minus its ``<method>+<tag>`` runs: what the removed term contributes); SKD
+  runs in a separate MTEB table.
   Both comparisons are paired over the seeds the two labels share (``reporting.compare``).
 * ``summary.csv`` (long: kind,label,task,dim,mean,std,n), ``runs.csv`` (one value per seed),
   ``table_<dim>.csv`` (mean and std columns), ``matryoshka.csv``, ``skd.csv``, ``cost.csv``
@@ -60,6 +62,7 @@ from samd_common.reporting.tables import (  # noqa: E402
     cell,
     collect,
     cost_table,
+    gap_table,
     load_references,
     load_runs,
     main_table,
@@ -107,6 +110,7 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
         wide.to_csv(out / f"table_{dim}.csv")
         print(f"## Per-task main scores @{dim}\n\n{markdown}\n")
         sections += [f"## Per-task main scores @{dim}", markdown]
+    sections += gap_sections(summary, sorted({full, *(dims or [])}, reverse=True), out)
     matryoshka = matryoshka_table(summary)
     matryoshka.to_csv(out / "matryoshka.csv", index=False)
     sections.append("## Matryoshka: average main score per dim")
@@ -146,6 +150,30 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
         sections.append(to_markdown(text.rename_axis("difference")))
     plot_sweep_dims(summary, out / "matryoshka.png")
     plot_sweep_tasks(summary, full, out / "tasks.png")
+    return sections
+
+
+def gap_sections(summary: pd.DataFrame, dims: list[int], out: Path) -> list[str]:
+    """The "gap recovered" section (avg ID / OOD, share of the teacher–student gap) per dim.
+
+    Writes ``gap.csv``; nothing without a teacher row.
+    """
+    tables = {dim: gap_table(summary, dim) for dim in dims}
+    tables = {dim: t for dim, t in tables.items() if not t.empty}
+    if not tables:
+        return []
+    pd.concat(tables, names=["dim"]).to_csv(out / "gap.csv", float_format="%.4f")
+    sections = [
+        "## Share of the teacher–student gap recovered",
+        "(distilled − undistilled) / (teacher − undistilled) per average, in %, from the seed "
+        "means; negative: the distilled student lost ground.",
+    ]
+    for dim, table in tables.items():
+        text = pd.DataFrame(
+            {c: [_fmt(v, ".1f" if "%" in c else ".2f") for v in table[c]] for c in table},
+            index=table.index,
+        )
+        sections += [f"### @{dim}", to_markdown(text.rename_axis("model"))]
     return sections
 
 

@@ -191,6 +191,25 @@ def test_results_md_sections(collected):
     assert "validation" not in skd
 
 
+def test_gap_recovered_section_and_csv(collected):
+    """(distilled − undistilled) / (teacher − undistilled), known values of constructed runs."""
+    text = (collected / "results.md").read_text().split("## Share of the teacher–student gap")[1]
+    at_384 = text.split("### @384")[1].split("###")[0]
+    assert _row(at_384, "SAMD")[1:] == ["72.00", "66.7", "72.00", "66.7"]  # (72 − 60) / (78 − 60)
+    assert _row(at_384, "MinED")[1:3] == ["70.00", "55.6"]
+    at_96 = text.split("### @96")[1].split("##")[0]  # the teacher lacks 96: its 768 (80) is used
+    assert _row(at_96, "SAMD")[1:3] == ["68.00", "50.0"]  # (68 − 56) / (80 − 56)
+    gap = pd.read_csv(collected / "gap.csv").query("label == 'SAMD' and dim == 384").iloc[0]
+    assert gap["avg OOD gap %"] == pytest.approx(200 / 3)
+
+
+def test_no_gap_section_without_a_teacher(tmp_path):
+    write_run(tmp_path / "runs", "SAMD", 0, suite_metrics(70.0))
+    assert cr.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    assert "gap recovered" not in (tmp_path / "out" / "results.md").read_text()
+    assert not (tmp_path / "out" / "gap.csv").exists()
+
+
 def test_csv_numbers(collected):
     summary = pd.read_csv(collected / "summary.csv")
     row = summary.query("label == 'SAMD' and task == 'banking77' and dim == 384").iloc[0]

@@ -126,6 +126,39 @@ def at_dim(summary: pd.DataFrame, dim: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def gap_table(summary: pd.DataFrame, dim: int) -> pd.DataFrame:
+    """Per distilled label: avg ID / OOD at ``dim`` and the share of the gap it recovered.
+
+    ``gap % = 100·(distilled − undistilled) / (teacher − undistilled)`` per average, from the
+    seed means; the teacher is the first teacher row (at its own largest dim when it lacks
+    ``dim``, as in :func:`at_dim`). Negative: the distilled student lost ground.
+
+    Returns:
+        Frame indexed by label with ``avg ID``, ``avg ID gap %``, ``avg OOD``, ``avg OOD gap %``;
+        empty without a teacher and an undistilled row at ``dim``.
+    """
+    data = at_dim(summary, dim)
+    data = data[data.task.isin(AVERAGES)]
+    teachers = data[data.kind == TEACHER]
+    teacher = teachers[teachers.label == teachers.label.iloc[0]] if len(teachers) else teachers
+    student = data[data.kind == STUDENT]
+    ref = {TEACHER: teacher.groupby("task")["mean"].first()}
+    ref[STUDENT] = student.groupby("task")["mean"].first()
+    rows = []
+    for label, part in data[data.kind == DISTILLED].groupby("label", sort=False):
+        row: dict = {"label": label}
+        for avg in AVERAGES:
+            value = part.loc[part.task == avg, "mean"]
+            if value.empty or avg not in ref[TEACHER] or avg not in ref[STUDENT]:
+                continue
+            gap = ref[TEACHER][avg] - ref[STUDENT][avg]
+            row[avg] = float(value.iloc[0])
+            row[f"{avg} gap %"] = 100 * (row[avg] - ref[STUDENT][avg]) / gap if gap else np.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.set_index("label") if len(frame.columns) > 1 else pd.DataFrame()
+
+
 def cell(mean: float, std: float, n: int, with_std: bool = True, bold: bool = False) -> str:
     """``"72.00 ± 2.00"`` (just the mean for one seed or ``with_std=False``), optionally bold."""
     if pd.isna(mean):
