@@ -8,7 +8,7 @@ MODELS ?= minilm-l6 e5-small
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint clean cpu-bench lab
+.PHONY: setup models demo test lint clean cpu-bench bench-dev lab
 
 setup: .venv/.installed
 
@@ -55,6 +55,29 @@ cpu-bench:
 	  --reference --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) \
 	  --archive results/cpu-bench/runs
 	$(PY) scripts/collect_results.py results/cpu-bench/runs --out results/cpu-bench
+
+# The dev-protocol study that sets the bench preset's budget and SAMD's design (issue 15; hours
+# on 2 cores, resumable: runs archived in results/bench-dev/runs are skipped), then its tables.
+DEV = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 \
+  --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) --archive results/bench-dev/runs
+bench-dev:
+	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
+	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
+	$(DEV) --methods EmbedDistill Relational SAMD --tag s1000 --param max_steps=1000
+	$(DEV) --methods SAMD --tag s1000-no-center --param max_steps=1000 --param 'params={"center": false}'
+	$(DEV) --methods SAMD --tag s1000-no-span --param max_steps=1000 --param 'params={"lambda_span": 0.0}'
+	$(DEV) --methods SAMD --tag s250 --param max_steps=250
+	test -f results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json || \
+	  $(PY) scripts/evaluate.py --model embeddinggemma-300m --split dev --max-length 96 \
+	  --max-train 1000 --max-test 1000 --seed 0 --eval-dir $(abspath $(EVAL_DIR)) \
+	  --output results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json
+	$(DEV) --methods SAMD EmbedDistill Relational --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
+	$(DEV) --methods SAMD EmbedDistill Relational --tag s500 --param max_steps=500
+	$(DEV) --methods SAMD --tag s1000-simcse --param max_steps=1000 --param 'params={"w_task": 0.1}'
+	$(DEV) --methods SAMD EmbedDistill Relational --tag s2000 --param max_steps=2000
+	$(DEV) --methods SAMD --tag s1000-no-rel --param max_steps=1000 --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
+	$(DEV) --methods SAMD --tag s1000-no-point --param max_steps=1000 --param 'params={"lambda_point": 0.0}'
+	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
 	$(PY) -m ruff check .
