@@ -367,8 +367,11 @@ def _file_corpus(
 def load_models(run: RunState) -> None:
     """Stage ``models``: the student, and the dims it is scored at."""
     cfg = run.cfg
-    run.student = load_encoder(
-        resolve_model(cfg.student), max_length=cfg.max_length, attn_implementation="eager"
+    run.student = load_encoder(  # fp32 weights: AdamW steps vanish in bf16 weights (autocast
+        resolve_model(cfg.student),  # brings bf16 compute on GPUs; the teacher may be bf16)
+        max_length=cfg.max_length,
+        attn_implementation="eager",
+        dtype="float32",
     )
     check_max_length(cfg.max_length, run.student)  # a longer cap fails deep inside the model
     run.dims = default_dims(run.student.dim, cfg.eval.dims)  # halving series + configured dims

@@ -161,6 +161,17 @@ def test_precision_check_fails_for_a_student_loaded_with_bf16_weights(
         gc.precision_check(cpu_setting, work, 2)
 
 
+def test_the_experiment_trains_fp32_student_weights_where_auto_means_bf16(
+    cpu_run, cpu_setting, monkeypatch
+):
+    """On a bf16 GPU the table's "auto" dtype is bf16; the trained student must still be fp32."""
+    pick = io_module.pick_dtype
+    gpu_like = lambda spec, device: torch.bfloat16 if spec.dtype == "auto" else pick(spec, device)  # noqa: E731
+    monkeypatch.setattr(io_module, "pick_dtype", gpu_like)
+    detail = gc.precision_check(cpu_setting, cpu_run[3], 2)  # experiment.load_models inside
+    assert "float32 weights changed" in detail
+
+
 class _DoublingDDP(DistributedDataParallel):
     """DDP whose gradient all-reduce returns twice the gradient (a broken collective)."""
 

@@ -56,11 +56,18 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ models and data
 def load_student(cfg: ExperimentConfig, teacher: SentenceEncoder) -> SentenceEncoder:
-    """The student: ``"teacher:N"`` copies the teacher's first N layers, else ``load_encoder``."""
+    """The student: ``"teacher:N"`` copies the teacher's first N layers, else ``load_encoder``.
+
+    Always fp32 weights (a bf16 teacher's copy too): in bf16 weights most AdamW steps at
+    lr ~1e-5 round to nothing; bf16 compute comes from the training loop's autocast.
+    """
     if cfg.student.startswith("teacher:"):
-        return first_layers(teacher, int(cfg.student.split(":", 1)[1]))
+        return first_layers(teacher, int(cfg.student.split(":", 1)[1])).float()
     return load_encoder(
-        resolve_model(cfg.student), max_length=cfg.max_length, device=teacher.device
+        resolve_model(cfg.student),
+        max_length=cfg.max_length,
+        device=teacher.device,
+        dtype="float32",
     )
 
 
