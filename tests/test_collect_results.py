@@ -270,8 +270,12 @@ def test_readme_results_section_is_generated_from_the_collected_files(sweep, tmp
     assert "No committed results yet" in readme.results_section(tmp_path)
     cr.main([str(sweep), "--out", str(tmp_path / "results" / "cpu-bench")])
     text = readme.results_section(tmp_path)
-    assert "### `results/cpu-bench`" in text and "#### Per-task main scores @384" in text
-    assert "72.00 ± 2.00" in text  # SAMD's mean ± std over its three seeds
+    assert "### Headline: `results/cpu-bench`" in text and "(results/cpu-bench/results.md)" in text
+    table = text.split("### Headline")[1].split("###")[0]
+    assert _row(table, "method")[1:5] == ["avg ID @384", "gap @384", "avg OOD @384", "gap @384"]
+    assert _row(table, "method")[5] == "avg ID @96"  # a quarter of the full dim
+    assert _row(table, "SAMD")[1:5] == ["72.00", "67 %", "72.00", "67 %"]  # (72 − 60) / (78 − 60)
+    assert _row(table, "student (undistilled)")[1] == "60.00"
     assert "(results/cpu-bench/matryoshka.png)" in text
 
 
