@@ -64,6 +64,7 @@ bench-dev:
 	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
 	$(DEV) --methods EmbedDistill Relational SAMD --tag s1000 --param max_steps=1000
+	$(DEV) --methods SAMD --tag s1000-no-point --param max_steps=1000 --param 'params={"lambda_point": 0.0}'
 	$(DEV) --methods SAMD --tag s1000-no-center --param max_steps=1000 --param 'params={"center": false}'
 	$(DEV) --methods SAMD --tag s1000-no-span --param max_steps=1000 --param 'params={"lambda_span": 0.0}'
 	$(DEV) --methods SAMD --tag s250 --param max_steps=250
@@ -76,7 +77,6 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-simcse --param max_steps=1000 --param 'params={"w_task": 0.1}'
 	$(DEV) --methods SAMD EmbedDistill Relational --tag s2000 --param max_steps=2000
 	$(DEV) --methods SAMD --tag s1000-no-rel --param max_steps=1000 --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
-	$(DEV) --methods SAMD --tag s1000-no-point --param max_steps=1000 --param 'params={"lambda_point": 0.0}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
