@@ -108,6 +108,10 @@ def plot(frame: pd.DataFrame, dim: int, path: Path) -> None:
         if name in frame.attrs["teacher"]:
             ax.axhline(frame.attrs["teacher"][name], color="black", ls=":", label="teacher")
         ax.set(xscale="log", xlabel="optimizer steps", ylabel=f"avg {name.upper()} @{dim} (dev)")
+        ax.set_xticks(
+            sorted(frame["steps"].unique()), labels=map(str, sorted(frame["steps"].unique()))
+        )
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
