@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from samd_common.data.demo import write_demo_data
+from samd_common.models import load_encoder
 from samd_common.models.tiny import build_tiny_pair
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,3 +64,34 @@ def paper_eval_dir() -> Path:
     if path is None:
         pytest.skip("paper-layout data not found at ../shared/data/samd/multi-data")
     return path
+
+
+@pytest.fixture(scope="session")
+def _student(tiny_dirs):
+    """The tiny WordPiece student with eager attention (loaded once; copy it before training)."""
+    return load_encoder(str(tiny_dirs["student"]), device="cpu", attn_implementation="eager")
+
+
+@pytest.fixture
+def student(_student):
+    """A fresh copy of the tiny eager student, torch seeded."""
+    torch.manual_seed(0)
+    return copy.deepcopy(_student)
+
+
+@pytest.fixture
+def forward_calls(monkeypatch):
+    """``attach(student)`` → the list of keyword arguments of every later student forward call."""
+
+    def attach(student) -> list[dict]:
+        calls: list[dict] = []
+        forward = student.forward
+
+        def spy(*args, **kwargs):
+            calls.append(kwargs)
+            return forward(*args, **kwargs)
+
+        monkeypatch.setattr(student, "forward", spy)
+        return calls
+
+    return attach

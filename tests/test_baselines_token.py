@@ -55,17 +55,6 @@ LOSSES = {"MinED": MinEDLoss, "CDM": CDMLoss, "EMO": EMOLoss}
 
 
 @pytest.fixture(scope="module")
-def _student(tiny_dirs):
-    return load_encoder(str(tiny_dirs["student"]), device="cpu", attn_implementation="eager")
-
-
-@pytest.fixture
-def student(_student):
-    torch.manual_seed(0)
-    return copy.deepcopy(_student)
-
-
-@pytest.fixture(scope="module")
 def data(tiny_dirs, tmp_path_factory, _student):
     teacher = load_encoder(str(tiny_dirs["teacher"]), device="cpu", attn_implementation="eager")
     cache = build_teacher_cache(

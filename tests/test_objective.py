@@ -69,18 +69,6 @@ def batch(_student):
     return {**tok, "target": torch.randn(len(TEXTS), _student.dim, generator=g)}
 
 
-def spy_passes(student, monkeypatch) -> list[dict]:
-    calls: list[dict] = []
-    forward = student.forward
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(student, "forward", spy)
-    return calls
-
-
 def test_step_mixes_task_and_kd_with_the_weights(student, batch):
     toy = Toy(student, ToyParams(w_task=0.3, w_kd=2.0, scale=0.5))
     torch.manual_seed(1)
@@ -94,8 +82,8 @@ def test_step_mixes_task_and_kd_with_the_weights(student, batch):
     assert logs["task"] == pytest.approx(task.item()) and logs["kd"] == pytest.approx(kd.item())
 
 
-def test_without_a_task_the_student_runs_once(student, batch, monkeypatch):
-    calls = spy_passes(student, monkeypatch)
+def test_without_a_task_the_student_runs_once(student, batch, forward_calls):
+    calls = forward_calls(student)
     toy = Toy(student, ToyParams(w_kd=2.0))
     toy.single_pass = True
     loss, logs = toy(batch, step=0, total_steps=1)
@@ -103,8 +91,8 @@ def test_without_a_task_the_student_runs_once(student, batch, monkeypatch):
     assert logs["loss"] == pytest.approx(2.0 * logs["kd"])
 
 
-def test_teacher_free_loss_is_the_task_loss_and_logs_only_it(student, batch, monkeypatch):
-    calls = spy_passes(student, monkeypatch)
+def test_teacher_free_loss_is_the_task_loss_and_logs_only_it(student, batch, forward_calls):
+    calls = forward_calls(student)
     loss, logs = SimCSELoss(student)(batch, step=0, total_steps=1)
     assert len(calls) == 2 and calls == [{}, {}]  # two plain dropout passes
     assert logs == {"loss": pytest.approx(loss.item())}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -24,17 +23,6 @@ TEXTS = ["A man is playing a guitar.", "The dog likes the movie", "Two kids lost
 D_T, T_T = 48, 9
 MATRYOSHKA = (48, 16)  # a Matryoshka teacher the tiny student (width 32) fits inside
 DIMS = [32, 16]  # the tiny student's prefixes (the default min_dim 32 would keep only 32)
-
-
-@pytest.fixture(scope="module")
-def _student(tiny_dirs):
-    return load_encoder(str(tiny_dirs["student"]), device="cpu", attn_implementation="eager")
-
-
-@pytest.fixture
-def student(_student):
-    torch.manual_seed(0)
-    return copy.deepcopy(_student)
 
 
 def make_batch(encoder, n_layers: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -81,19 +69,6 @@ def samd(student, **params) -> SAMDLoss:
     return SAMDLoss(student, D_T, params=p, teacher_matryoshka_dims=MATRYOSHKA)
 
 
-def count_passes(monkeypatch, student) -> list[dict]:
-    """Record the keyword arguments of every student forward call."""
-    calls: list[dict] = []
-    forward = student.forward
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(student, "forward", spy)
-    return calls
-
-
 def test_params_from_dict_and_validation():
     assert SAMDParams.from_dict({"lambda_span": 0.5}).lambda_span == 0.5
     assert (SAMDParams().w_task, SAMDParams().w_kd, SAMDParams().use_sam) == (0.0, 1.0, False)
@@ -108,14 +83,14 @@ def test_params_from_dict_and_validation():
     assert SAMDParams().resolve_dims(384) == [384, 192, 96, 48]
 
 
-def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, monkeypatch):
+def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls):
     student.eval()  # deterministic: the hand computation sees the same embeddings
     loss_fn = samd(student)
     assert loss_fn.target == "prefix" and loss_fn.proj is None and loss_fn.dims == DIMS
     batch = make_batch(student)
     with torch.no_grad():
         out = student(batch["input_ids"], batch["attention_mask"])
-    calls = count_passes(monkeypatch, student)
+    calls = forward_calls(student)
     loss, logs = loss_fn(batch, step=3, total_steps=10)
     assert len(calls) == 1  # no SimCSE by default: one student pass
     assert set(logs) == {"loss", "point", "sim", "resim", "span"}
@@ -212,12 +187,12 @@ def test_switched_off_terms_are_neither_computed_nor_read(student):
     assert set(logs) == {"loss", "point"} and logs["loss"] == pytest.approx(logs["point"])
 
 
-def test_simcse_and_attention_options(student, monkeypatch):
+def test_simcse_and_attention_options(student, forward_calls):
     """``w_task > 0`` adds the second pass; ``use_sam`` asks for attention on its steps only."""
     student.eval()
     loss_fn = samd(student, w_task=0.5, use_sam=True, sam_every=2, min_conf=0.0)
     batch = make_batch(student)
-    calls = count_passes(monkeypatch, student)
+    calls = forward_calls(student)
     for step, due in ((0, True), (1, False), (2, True)):
         calls.clear()
         _, logs = loss_fn(batch, step=step, total_steps=10)
