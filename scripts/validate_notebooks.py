@@ -46,6 +46,7 @@ max_texts: Optional[int] = None  # corpus cap; preset full: {max_texts}
 max_steps: Optional[int] = None  # steps, replace epochs; preset full: {max_steps}
 resume: bool = False  # continue an interrupted run from its last per-epoch checkpoint
 log_every: Optional[int] = None  # training-curve / progress-log interval in steps; None: 10
+neighbours: Optional[int] = None  # pair batch texts with k teacher neighbours; None: {neighbours}
 {extra}params: Optional[dict] = None  # method parameters over its defaults (listed above)"""
 # The suite's tasks: built-in names and/or the user's CSVs (data.user_tasks), made ``tasks=``.
 EVAL_TASKS = (
@@ -71,6 +72,7 @@ LOGGING = (
 CONFIG_ARGS = (
     *("teacher", "student", "train_csv", "eval_dir", "preset", "seed", "output_dir"),
     *("epochs", "lr", "batch_size", "max_texts", "max_steps", "resume", "log_every"),
+    "neighbours",
 )  # parameters passed on to make_config by keyword (then the method's extras, then params)
 
 
@@ -127,6 +129,7 @@ def _parameters(spec: MethodSpec) -> str:
         batch_size=p.batch_size,
         max_texts="all texts" if p.max_texts is None else p.max_texts,
         max_steps=p.train.get("max_steps") or "unset",
+        neighbours={**spec.train_defaults, **p.train}.get("neighbours", 0),
         extra="".join(f"{line}\n" for line in _extra_parameters(spec)),
     )
 

@@ -24,7 +24,7 @@ import numbers
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,12 +32,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from samd_common.config import check_bool, check_count, check_number
 from samd_common.distributed import barrier, broadcast_object, dist_info, init_distributed
 from samd_common.training.history import History, progress_every, progress_line
+from samd_common.training.samplers import (
+    GlobalBatchSampler,
+    NeighbourBatchSampler,
+    teacher_neighbours,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,10 @@ class TrainConfig:
     max_nonfinite: int = 10  # stop after this many skipped non-finite steps
     bf16: bool = True  # bf16 autocast on CUDA devices that support it
     num_workers: int = 0  # DataLoader workers
+    # Batch composition: 0 = random batches; k ≥ 1 = half of each batch random anchors, each
+    # paired with one of its k nearest texts under the cached teacher (``training.samplers``), so
+    # in-batch losses also see related pairs. Needs a dataset with a teacher cache.
+    neighbours: int = 0
     checkpoint_dir: str | None = None  # per-epoch checkpoints (None = no checkpoints)
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
     show_progress: bool = True  # tqdm bar
@@ -109,6 +118,7 @@ class TrainConfig:
         check_count("seed", self.seed, 0)
         check_count("max_nonfinite", self.max_nonfinite, 0)
         check_count("num_workers", self.num_workers, 0)
+        check_count("neighbours", self.neighbours, 0)
         check_count("log_every", self.log_every, 1)
         for name in ("bf16", "resume", "show_progress", "find_unused_parameters"):
             check_bool(name, getattr(self, name))
@@ -186,46 +196,6 @@ def param_groups(method: nn.Module, cfg: TrainConfig) -> list[dict]:
         lr = cfg.proj_lr or cfg.lr
         groups.append({"params": own, "lr": lr, "base_lr": lr})
     return groups
-
-
-class GlobalBatchSampler(Sampler[list[int]]):
-    """Seeded global batches, each cut into one contiguous slice per rank.
-
-    Per epoch it draws one permutation of the dataset from a generator seeded with
-    ``seed + epoch``, cuts it into global batches of ``batch_size`` (the incomplete tail is
-    dropped) and yields this rank's slice ``[rank·b, (rank+1)·b)`` of each, ``b = batch_size /
-    world``. The global batches are therefore the same for every world size, so a DDP run sees
-    exactly the data of a single-process run, and the order depends only on (seed, epoch).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
-        if batch_size <= 0 or world <= 0 or not 0 <= rank < world:
-            raise ValueError(
-                f"Need batch_size ≥ 1, world ≥ 1, 0 ≤ rank < world; got "
-                f"{batch_size}, {world}, {rank}."
-            )
-        if batch_size % world:
-            raise ValueError(
-                f"batch_size {batch_size} is not divisible by the world size {world}: each rank "
-                f"takes batch_size / world texts of every global batch; pick a multiple of {world}."
-            )
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size
-
-    def __iter__(self) -> Iterator[list[int]]:
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(self.n, generator=gen)
-        local = self.batch_size // self.world
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            first = start + self.rank * local
-            yield perm[first : first + local].tolist()
 
 
 def _all_finite(loss: torch.Tensor, world: int) -> tuple[bool, float]:
@@ -325,11 +295,33 @@ def _fail_nonfinite(hist: History, step: int, cfg: TrainConfig) -> None:
         )
 
 
+def _sampler(dataset: Dataset, cfg: TrainConfig, rank: int, world: int) -> GlobalBatchSampler:
+    """Random global batches, or anchor/teacher-neighbour pairs when ``cfg.neighbours`` ≥ 1."""
+    if not cfg.neighbours:
+        return GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    cache = getattr(dataset, "cache", None)
+    if cache is None:
+        raise ValueError(
+            f"neighbours={cfg.neighbours} pairs texts by the teacher's cached embeddings, but the "
+            f"dataset has no teacher cache; pass one (DistillDataset(..., cache=...)) or set "
+            f"neighbours=0."
+        )
+    t0 = time.perf_counter()
+    nbrs = teacher_neighbours(cache.arrays["pooled"], cfg.neighbours)
+    log.info(
+        "teacher neighbours (k=%d) of %d texts in %.1f s",
+        cfg.neighbours,
+        len(nbrs),
+        time.perf_counter() - t0,
+    )
+    return NeighbourBatchSampler(nbrs, cfg.batch_size, cfg.seed, rank=rank, world=world)
+
+
 def _make_loader(
     dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None, rank: int, world: int
 ) -> tuple[DataLoader, GlobalBatchSampler, torch.Generator]:
     """This rank's loader over seeded global batches, its sampler and its worker-seed generator."""
-    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    sampler = _sampler(dataset, cfg, rank, world)
     loader_gen = torch.Generator()  # worker seeds; keeps the global RNG for the model alone
     loader = DataLoader(
         dataset,
