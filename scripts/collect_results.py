@@ -228,8 +228,8 @@ def curves_section(runs: list[dict], out: Path) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Collect RESULTS_DIR into tables and figures; 2 when there are no results."""
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python scripts/collect_results.py``."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -243,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--curves", action="store_true", help="also overlay the runs' training curves (curves.png)"
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Collect RESULTS_DIR into tables and figures; 2 when there are no results."""
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.show:

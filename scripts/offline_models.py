@@ -24,15 +24,8 @@ from samd_common.provision import install as prov  # noqa: E402
 from samd_common.provision import recipes  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, provision the models and print their folders.
-
-    Args:
-        argv: Command-line arguments (default ``sys.argv[1:]``).
-
-    Returns:
-        The process exit code.
-    """
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python scripts/offline_models.py``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
         "names",
@@ -46,6 +39,19 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir", type=Path, help=f"cache root (sets ${prov.ENV_VAR}); models go to DIR/models"
     )
     ap.add_argument("--list", action="store_true", help="list known models and their status")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, provision the models and print their folders.
+
+    Args:
+        argv: Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code.
+    """
+    ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,

@@ -122,11 +122,16 @@ def render(text: str) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite or check README.md."""
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python scripts/update_readme.py``."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--check", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite or check README.md."""
+    args = build_parser().parse_args(argv)
     path = ROOT / "README.md"
     old = path.read_text(encoding="utf-8")
     new = render(old)
