@@ -54,8 +54,8 @@ def corpus_texts(eval_dir: Path | None, n: int) -> list[str]:
     return frame["text"].sample(n=min(n, len(frame)), random_state=0).tolist()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write the JSON report."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -70,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--no-live", action="store_true", help="skip the live-teacher SAMD row")
     p.add_argument("--output", type=Path, default=Path("bench.json"))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write the JSON report."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
     methods = (

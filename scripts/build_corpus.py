@@ -68,8 +68,8 @@ def build(args: argparse.Namespace) -> tuple[dict, Path]:
     return result, args.report or args.out.with_suffix(".report.json")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build (or audit) a corpus; print the per-task overlap table."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         help="more folders whose dev/test sentences must be excluded",
     )
     p.add_argument("--audit", type=Path, help="measure leakage of an existing corpus instead")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or audit) a corpus; print the per-task overlap table."""
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.audit:

@@ -435,8 +435,8 @@ def exit_code(results: list[CheckResult]) -> int:
     return int(any(r.status == "FAIL" for r in results))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line (see the module docstring)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring); ``parse_args`` also checks the values."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -445,6 +445,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2, help="optimizer steps per training check")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="registry keys (all)")
     p.add_argument("--work", type=Path, help="folder for the tiny models and cache (a temp dir)")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line, its device, step count and method names checked."""
+    p = build_parser()
     args = p.parse_args(argv)
     try:
         args.device = torch.device(args.device)

@@ -10,12 +10,15 @@ each checked on its own:
 * ``papermill ...`` (also ``python -m papermill``): papermill's own command line accepts it, the
   notebook exists and every ``-p NAME`` is one of its parameters (papermill itself only warns);
 * ``python -m pytest ...``: every marker named in ``-m EXPR`` is registered, every path exists;
-* anything else (pip, git, conda, jupyter, ``cd``) only when ``NOT_RUN`` names its program with
-  the reason it is not run here, and the README marks the line ``# not run here: <reason>``.
+  any other ``python -m MODULE ARGS`` is checked as the command ``MODULE ARGS``;
+* anything else (pip, git, conda, jupyter, venv, ``cd``) only when ``NOT_RUN`` names its program
+  with the reason it is not run here, and the README marks the line ``# not run here: <reason>``.
 
 README commands are literal: optional flags are written out with example values and a comment
 says they are optional, never as ``[--flag N]`` placeholders (argparse rejects those, so the
-checker fails on them). ``$VARS`` are not expanded; arguments are only parsed, not opened.
+checker fails on them), and a checked command has no ``…`` or ``<name>`` placeholder either.
+``$VARS`` are not expanded; arguments are only parsed, not opened. Commands written inline in the
+README's prose get the same checks: see ``test_readme_inline_commands.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import importlib.util
 import io
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +42,11 @@ NOT_RUN = {  # program → why no test or CI runs it (the README line must say s
     "conda": "needs conda and internet; the venv is what CI tests",
     "git": "Colab only: clones the repository (CI already has a checkout)",
     "jupyter": "interactive server (`make lab` is the tested entry point)",
+    "venv": "creates the environment (CI gets it from `make setup`)",
     "cd": "Colab only: changes into the clone",
 }
 SEPARATORS = {"&&", "||", ";", "|"}
+PLACEHOLDER = re.compile(r"…|<[^<>]*>")
 MAKE_RULE = re.compile(r"^([A-Za-z0-9_./-][A-Za-z0-9_./ -]*?)\s*:(?!=)", re.MULTILINE)
 
 
@@ -118,6 +124,7 @@ def load_script(path: Path):
     """Import ``scripts/X.py`` as a module without running its ``main``."""
     spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -176,11 +183,11 @@ def check_pytest(args: list[str], markers: set[str]) -> list[str]:
 def check_part(words: list[str], comment: str, markers: set[str]) -> list[str]:
     """Errors of one command part (see the module docstring for what each program gets)."""
     program, args = Path(words[0].removeprefix("!")).name, words[1:]
+    if program in ("python", "python3") and args[:1] == ["-m"] and len(args) > 1:
+        return check_part(args[1:], comment, markers)  # python -m MODULE: the command MODULE
+    if program not in NOT_RUN and PLACEHOLDER.search(" ".join(args)):
+        return [f"{program}: a placeholder in {' '.join(args)!r}; write a literal command"]
     if program in ("python", "python3"):
-        if args[:2] == ["-m", "pytest"]:
-            return check_pytest(args[2:], markers)
-        if args[:2] == ["-m", "papermill"]:
-            return check_papermill(args[2:])
         if args and args[0].endswith(".py"):
             return check_script(args[0], args[1:])
         return [f"python {' '.join(args[:2])}: no check for this form"]
@@ -205,10 +212,15 @@ def check_command(command: Command, markers: set[str]) -> list[str]:
     return [f"README.md:{command.line}: {e}" for e in errors]
 
 
+def registered_markers(config: pytest.Config) -> set[str]:
+    """The markers registered in pyproject.toml (pytest's own reading)."""
+    return {line.split(":")[0].strip() for line in config.getini("markers")}
+
+
 @pytest.fixture(scope="module")
 def markers(pytestconfig) -> set[str]:
-    """The markers registered in pyproject.toml (pytest's own reading)."""
-    return {line.split(":")[0].strip() for line in pytestconfig.getini("markers")}
+    """The registered markers (see ``registered_markers``)."""
+    return registered_markers(pytestconfig)
 
 
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
@@ -245,6 +257,8 @@ BAD = {
     "papermill CTKD/SAMD.ipynb out.ipynb --paramter a 1": "rejects",
     "pip install foo": "mark it",
     "git clone x && cd x": "mark it",
+    "python3 -m venv .venv": "mark it",
+    "python scripts/build_corpus.py --eval-dir d --out …": "placeholder",
     "frobnicate --now  # not run here: GPU only": "NOT_RUN does not list it",
 }
 
