@@ -65,8 +65,13 @@ bench-dev:
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
 	$(DEV) --methods EmbedDistill Relational SAMD --tag s1000 --param max_steps=1000
 	$(DEV) --methods SAMD --tag s1000-no-point --param max_steps=1000 --param 'params={"lambda_point": 0.0}'
-	$(DEV) --methods SAMD --tag s1000-no-center --param max_steps=1000 --param 'params={"center": false}'
-	$(DEV) --methods SAMD --tag s1000-no-span --param max_steps=1000 --param 'params={"lambda_span": 0.0}'
+	$(DEV) --methods SAMD --tag s1000-no-point-no-span --param max_steps=1000 \
+	  --param 'params={"lambda_point": 0.0, "lambda_span": 0.0}'
+	$(DEV) --methods SAMD --tag s1000-no-point-nb8 --param max_steps=1000 --param neighbours=8 \
+	  --param 'params={"lambda_point": 0.0}'
+	$(DEV) --methods Relational --tag s1000-nb8 --param max_steps=1000 --param neighbours=8
+	$(DEV) --methods SAMD --tag s1000-no-point-no-center --param max_steps=1000 \
+	  --param 'params={"lambda_point": 0.0, "center": false}'
 	$(DEV) --methods SAMD --tag s250 --param max_steps=250
 	test -f results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json || \
 	  $(PY) scripts/evaluate.py --model embeddinggemma-300m --split dev --max-length 96 \
