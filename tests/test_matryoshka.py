@@ -251,7 +251,8 @@ def test_ese_under_bf16_autocast(deep):
 
 
 def test_samd_mrl_task_loss_is_matryoshka_info_nce(student):
-    loss_fn = SAMDMRLLoss(student, D_T, params=SAMDMRLParams(dims=[32, 16], lambda_span=0.0))
+    params = SAMDMRLParams(dims=[32, 16], lambda_span=0.0, lambda_point=1.0)  # L_point on
+    loss_fn = SAMDMRLLoss(student, D_T, params=params)
     assert loss_fn.mrl_dims == [32, 16] and loss_fn.uses_task
     g = torch.Generator().manual_seed(0)
     s1, s2 = torch.randn(6, 32, generator=g), torch.randn(6, 32, generator=g)

@@ -23,8 +23,8 @@ from samd_common.training.teacher_cache import build_teacher_cache
 REPO = Path(__file__).resolve().parents[1]
 # Log keys of one step at progress 0 with the default parameters (the training loop's contract).
 LOG_KEYS = {
-    "SAMD": {"loss", "point", "sim", "resim", "span"},
-    "SAMD-MRL": {"loss", "task", "point", "sim", "resim", "span"},
+    "SAMD": {"loss", "sim", "resim", "span"},
+    "SAMD-MRL": {"loss", "task", "sim", "resim", "span"},
     "MRL": {"loss"},
     "ESE": {"loss", "last", "last_compress", "layer", "layer_index", "layer_weight"},
     "MinED": {"loss", "task", "kd", "pairs"},
@@ -108,8 +108,9 @@ def test_teacher_methods_need_a_teacher(setting, name):
 def test_build_passes_the_teacher_widths_the_entry_names(setting):
     student, *_ = setting
     info = TeacherInfo("t", dim=40, hidden_dim=24, layers=2, embed_dim=16)
-    samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {})
+    samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {"lambda_point": 1.0})
     assert samd.target == "projection" and samd.proj.out_features == 40  # D_s → D_t
+    assert build(METHODS["SAMD"], copy.deepcopy(student), info, {}).proj is None  # L_point off
     assert samd.span_head.out_features == 24 and samd.teacher_layers == 2
     wide = TeacherInfo("t", 64, 24, 2, matryoshka_dims=(64, 16), pooled_mean=(0.5,) * 64)
     wide_samd = build(METHODS["SAMD"], copy.deepcopy(student), wide, {})

@@ -93,23 +93,28 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     calls = forward_calls(student)
     loss, logs = loss_fn(batch, step=3, total_steps=10)
     assert len(calls) == 1  # no SimCSE by default: one student pass
-    assert set(logs) == {"loss", "point", "sim", "resim", "span"}
+    assert set(logs) == {"loss", "sim", "resim", "span"}  # L_point off by default
     s, t = out["sentence_embedding"], batch["t_pooled"]
     t = t - t.mean(0)  # centred; without a corpus mean, the batch's
-    point = prefix_pointwise_loss(s, t, DIMS)
     rel, _ = relational_loss(s, t, DIMS)
     b = batch
     span = span_group_hidden_loss(
         out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head
     )
-    assert logs["point"] == pytest.approx(point.item(), rel=1e-5)
-    assert loss.item() == pytest.approx((point + rel + span).item(), rel=1e-5)
+    assert loss.item() == pytest.approx((rel + span).item(), rel=1e-5)
+    # with lambda_point = 1 the loss adds L_point over the same prefixes
+    with_point = samd(student, lambda_point=1.0)
+    with_point.span_head.load_state_dict(loss_fn.span_head.state_dict())  # same Q
+    loss_p, logs_p = with_point(batch, step=3, total_steps=10)
+    point = prefix_pointwise_loss(s, t, DIMS)
+    assert logs_p["point"] == pytest.approx(point.item(), rel=1e-5)
+    assert (loss_p - loss).item() == pytest.approx(point.item(), rel=1e-4)
 
 
 def test_targets_equal_to_the_student_give_zero(student):
     """Teacher = the student itself (prefix and span targets): every term is 0 (margin 0)."""
     student.eval()
-    loss_fn = samd(student, dims=[32], margin=0.0, center=False)
+    loss_fn = samd(student, dims=[32], margin=0.0, center=False, lambda_point=1.0)
     batch = make_batch(student)
     with torch.no_grad():
         out = student(batch["input_ids"], batch["attention_mask"])
@@ -148,7 +153,8 @@ def test_one_step_trains_the_student_and_its_heads_which_are_not_the_student(stu
 
 def test_projection_target_for_a_teacher_that_is_not_matryoshka(student):
     student.eval()
-    loss_fn = SAMDLoss(student, D_T, params=SAMDParams(dims=DIMS))  # no Matryoshka dims
+    params = SAMDParams(dims=DIMS, lambda_point=1.0)
+    loss_fn = SAMDLoss(student, D_T, params=params)  # no Matryoshka dims
     assert loss_fn.target == "projection" and loss_fn.proj.in_features == student.dim
     assert loss_fn.proj.out_features == D_T  # student-side: D_s → D_t
     batch = make_batch(student)
@@ -164,7 +170,7 @@ def test_targets_are_centred_with_the_corpus_mean(student):
     student.eval()
     batch = make_batch(student)
     t, mean = batch["t_pooled"], torch.randn(D_T)
-    params = SAMDParams(dims=DIMS)
+    params = SAMDParams(dims=DIMS, lambda_point=1.0)
     given = SAMDLoss(
         student, D_T, params=params, teacher_matryoshka_dims=MATRYOSHKA, teacher_mean=mean.tolist()
     )
@@ -180,7 +186,7 @@ def test_targets_are_centred_with_the_corpus_mean(student):
 
 
 def test_switched_off_terms_are_neither_computed_nor_read(student):
-    loss_fn = samd(student, lambda_span=0.0, lambda_sim=0.0, lambda_resim=0.0)
+    loss_fn = samd(student, lambda_span=0.0, lambda_sim=0.0, lambda_resim=0.0, lambda_point=1.0)
     assert loss_fn.span_head is None
     batch = {k: v for k, v in make_batch(student).items() if k not in ("t_hidden", "s_group")}
     _, logs = loss_fn(batch, step=0, total_steps=1)  # the span keys are not needed

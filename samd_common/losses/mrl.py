@@ -175,7 +175,7 @@ class SAMDMRLLoss(SAMDLoss):
         >>> objective = SAMDMRLLoss(student, teacher_dim=768)  # student: a SentenceEncoder
         >>> loss, logs = objective(batch, step=500, total_steps=1000)  # batch: the SAMD collator's
         >>> sorted(logs)  # doctest: +SKIP
-        ['loss', 'point', 'resim', 'sim', 'span', 'task']
+        ['loss', 'resim', 'sim', 'span', 'task']
     """
 
     name = "SAMD-MRL"

@@ -37,10 +37,13 @@ first SAMD design (``use_sam``; needs eager attention).
 ``L_span = mean_{(b, g)} (1 − cos(Q·mean_{j∈g} h_s[b, j], mean_{i∈g} h_t[b, i]))``,
 m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
 Each term's place and weight is decided on the benchmark's dev protocol
-(``results/bench-dev/README.md``). Status: provisional. The first dev runs (one seed, 1,000
-steps) put SAMD without ``L_point`` (``lambda_point=0``) 4.1 points above these defaults in-domain
-(avg ID 78.37 vs 74.31) and above the Relational baseline (77.65); the default changes once a
-second seed and the span ablation confirm it.
+(``results/bench-dev/README.md``, one seed, 1,000 steps): ``L_point`` is **off by default**
+(``lambda_point=0``): with it SAMD's avg ID was 74.31, without it 78.37 / 78.46 / 78.58 in three
+variants (with/without ``L_span``, on teacher-neighbour batches) — its pull onto the teacher's
+pointwise directions costs STS (STS-B 74.8 vs 84.8). ``L_span`` stays at weight 1 but has not
+earned its place yet: without it avg ID 78.46 vs 78.37 with it (within one seed's noise).
+So the default objective is ``L = Σ_m (λ_sim·L_sim + λ_resim·L_resim) + λ_span·L_span`` on
+centred targets; ``lambda_point=1`` restores the pointwise term.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ SPAN_KEYS = ("t_hidden", "s_group", "t_group")
 
 @dataclass
 class SAMDParams(DistillParams):
-    """SAMD hyper-parameters; provisional defaults (module docstring: the dev study's status).
+    """SAMD hyper-parameters; defaults from the dev study (module docstring).
 
     ``w_task`` (0: no SimCSE, one student pass) weighs the InfoNCE term, ``w_kd`` (1) the
     distillation terms, ``temperature`` is the InfoNCE τ when SimCSE is on.
@@ -90,7 +93,7 @@ class SAMDParams(DistillParams):
     center: bool = True  # subtract the teacher's corpus-mean embedding from the targets
     min_dim: int = 32  # smallest student prefix of the halving series (384 → 384 … 48)
     dims: list[int] | None = None  # explicit student prefixes; None → halving_dims(D_s, min_dim)
-    lambda_point: float = 1.0  # weight of L_point (0 switches it off)
+    lambda_point: float = 0.0  # weight of L_point; off by default (module docstring: dev study)
     lambda_sim: float = 3.0  # weight of L_sim inside L_rel (relational.py explains 3 : 1)
     lambda_resim: float = 1.0  # weight of L_resim inside L_rel
     margin: float = 0.015  # L_resim's margin (Jasper)
