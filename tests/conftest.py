@@ -95,3 +95,22 @@ def forward_calls(monkeypatch):
         return calls
 
     return attach
+
+
+class _Shrink(torch.nn.Module):
+    """A one-term method: pull the student's embeddings to zero (``train`` needs no teacher)."""
+
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, batch, step, total):
+        emb = self.student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
+        loss = emb.pow(2).mean()
+        return loss, {"loss": loss.item()}
+
+
+@pytest.fixture
+def shrink():
+    """``shrink(student)`` → a minimal training method (loss = mean squared embedding)."""
+    return _Shrink

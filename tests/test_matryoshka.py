@@ -51,19 +51,8 @@ NEW_METHODS = ("MRL", "ESE", "SAMD-MRL")
 
 
 @pytest.fixture(scope="module")
-def _student(tiny_dirs):
-    return load_encoder(str(tiny_dirs["student"]), device="cpu", attn_implementation="eager")
-
-
-@pytest.fixture(scope="module")
 def _teacher(tiny_dirs):
     return load_encoder(str(tiny_dirs["teacher"]), device="cpu", attn_implementation="eager")
-
-
-@pytest.fixture
-def student(_student):
-    torch.manual_seed(0)
-    return copy.deepcopy(_student)
 
 
 @pytest.fixture

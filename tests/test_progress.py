@@ -10,7 +10,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from tqdm.auto import tqdm
 
 from samd_common.data.demo import synthetic_sentences
@@ -102,26 +101,13 @@ def test_notebook_output_filter_keeps_each_lines_last_state():
     assert not keep.filter(_record("\r\n  \n"))  # nothing left: dropped
 
 
-class Shrink(torch.nn.Module):
-    """A one-term method: pull the student's embeddings to zero."""
-
-    def __init__(self, student):
-        super().__init__()
-        self.student = student
-
-    def forward(self, batch, step, total):
-        emb = self.student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
-        loss = emb.pow(2).mean()
-        return loss, {"loss": loss.item()}
-
-
-def test_training_bar_redraws_only_at_its_mininterval(tiny_dirs, monkeypatch, capsys):
+def test_training_bar_redraws_only_at_its_mininterval(tiny_dirs, monkeypatch, capsys, shrink):
     """The loss on the bar must not force a redraw per step (in a log: a line per step)."""
     student = load_encoder(str(tiny_dirs["student"]), device="cpu", max_length=24)
     ds = DistillDataset(synthetic_sentences(64, seed=3), student.tokenizer, 24)
     monkeypatch.setattr(loop, "tqdm", partial(tqdm, mininterval=3600))  # TQDM_MININTERVAL=3600
     cfg = TrainConfig(epochs=2, batch_size=8, show_progress=True)
-    assert len(train(Shrink(student), ds, cfg, collate_fn=ds.collate).steps) == 16
+    assert len(train(shrink(student), ds, cfg, collate_fn=ds.collate).steps) == 16
     states = [s for s in capsys.readouterr().err.split("\r") if "/16 [" in s]
     assert 2 <= len(states) <= 3, states  # drawn at the start and the end, not per step
     assert "16/16" in states[-1] and "loss=" in states[-1]

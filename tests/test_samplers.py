@@ -101,24 +101,13 @@ class _Spy(torch.utils.data.Dataset):
         return self.ds.items[i]
 
 
-class _Norm(torch.nn.Module):
-    def __init__(self, student):
-        super().__init__()
-        self.student = student
-
-    def forward(self, batch, step, total):
-        emb = self.student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
-        loss = emb.pow(2).mean()
-        return loss, {"loss": loss.item()}
-
-
-def test_training_runs_on_neighbour_batches(tiny_dirs):
+def test_training_runs_on_neighbour_batches(tiny_dirs, shrink):
     """train() with neighbours ≥ 1 reads anchor/neighbour pairs of the cached embeddings."""
     student = load_encoder(str(tiny_dirs["student"]), device="cpu", max_length=24)
     ds = DistillDataset(synthetic_sentences(40, seed=3), student.tokenizer, 24)
     spy = _Spy(ds, clustered())
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, neighbours=3, show_progress=False)
-    hist = train(_Norm(student), spy, cfg, collate_fn=ds.collate)
+    hist = train(shrink(student), spy, cfg, collate_fn=ds.collate)
     assert len(hist.steps) == 5 and len(spy.seen) == 40
     nbrs = teacher_neighbours(clustered(), k=3)
     assert all(p in nbrs[a] for a, p in zip(spy.seen[0::2], spy.seen[1::2], strict=True))

@@ -99,8 +99,10 @@ class NeighbourBatchSampler(GlobalBatchSampler):
     epoch); an epoch keeps the random sampler's length, N // batch_size steps.
     """
 
-    def __init__(self, neighbours: np.ndarray, batch_size: int, seed: int = 0, **ranks: int):
-        super().__init__(len(neighbours), batch_size, seed, **ranks)
+    def __init__(
+        self, neighbours: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1
+    ):
+        super().__init__(len(neighbours), batch_size, seed, rank, world)
         self.neighbours = torch.as_tensor(neighbours, dtype=torch.long)
 
     def global_batches(self, gen: torch.Generator) -> Iterator[list[int]]:
