@@ -4,11 +4,11 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 # Real evaluation data: $SAMD_EVAL_DIR, else ../shared/data/eval, else the synthetic demo data.
 EVAL_DIR ?= $(or $(SAMD_EVAL_DIR),$(wildcard ../shared/data/eval),data/demo)
-MODELS ?= minilm-l6 e5-small
+MODELS ?= minilm-l6 minilm-l3 e5-small
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint clean cpu-bench bench-dev lab
+.PHONY: setup models demo test lint clean cpu-bench bench bench-dev lab
 
 setup: .venv/.installed
 
@@ -29,16 +29,19 @@ models: setup
 data/demo/stsb_test.csv: | setup
 	$(PY) scripts/prepare_demo_multitask_data.py --out data/demo
 
-# SAMD (e5-small → minilm-l6) through the notebook, `demo` preset; prints before/after tables.
-# --log-output streams the run's own progress (models, teacher cache, a training line with the
-# loss about 20 times, evaluation) instead of papermill's cell counter; tqdm bars are redrawn at
-# most every TQDM_MININTERVAL seconds.
+# SAMD with its defaults through its notebook, preset `demo` (e5-small → minilm-l3, see
+# samd_common/config.py), the teacher evaluated once on the same protocol; ends with the
+# distillation summary: before / after / teacher and the share of the gap recovered, per family,
+# at 384 and 96 dims. The runner streams the run's own progress (models, teacher cache, a
+# training line with the loss about 20 times, evaluation) instead of papermill's cell counter;
+# tqdm bars are redrawn at most every TQDM_MININTERVAL seconds. A finished run is not redone:
+# remove $(DEMO_OUT) to run it again.
 demo: export TQDM_MININTERVAL ?= 30
 demo: models $(if $(filter data/demo,$(EVAL_DIR)),data/demo/stsb_test.csv)
-	@mkdir -p $(DEMO_OUT)
-	$(PY) -m papermill --log-output CTKD/SAMD.ipynb $(DEMO_OUT)/SAMD.ipynb -p preset demo \
-	  -p eval_dir $(abspath $(EVAL_DIR)) -p output_dir $(abspath $(DEMO_OUT))
-	$(PY) scripts/collect_results.py --show $(DEMO_OUT)/SAMD-*-demo-seed0/results.json
+	$(PY) scripts/run_experiments.py --methods SAMD --seeds 0 --preset demo --reference \
+	  --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(abspath $(DEMO_OUT))
+	$(PY) scripts/collect_results.py --show $(DEMO_OUT)/demo/SAMD/seed0/results.json \
+	  --teacher $(DEMO_OUT)/demo/_reference/teacher-e5-small.json
 
 # JupyterLab in the project environment; notebooks run on its `python3` kernel (the venv's
 # Python, installed by setup). Extra options: make lab LAB_ARGS="--no-browser --port 8899".
@@ -55,6 +58,28 @@ cpu-bench:
 	  --reference --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) \
 	  --archive results/cpu-bench/runs
 	$(PY) scripts/collect_results.py results/cpu-bench/runs --out results/cpu-bench
+
+# The headline benchmark (results/bench; issue 15): EmbeddingGemma-300m → minilm-l6 (and the
+# half-depth minilm-l3), preset `bench`, reported on test. Resumable: runs archived in
+# results/bench/runs (l6) and results/bench/l3/runs are skipped, so a stopped sweep continues
+# where it stopped, on any machine. Ordered so that a partial sweep already answers the main
+# question (SAMD and the two sentence-level baselines at seed 0 first). ≈ 10 h on 2 cores.
+BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
+L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
+L3 = $(BENCH) --student minilm-l3 --output-dir $(RUNS)/l3 --archive results/bench/l3/runs
+bench:
+	$(MAKE) models MODELS="minilm-l6 minilm-l3 embeddinggemma-300m"
+	$(L6) --methods SAMD Relational EmbedDistill --seeds 0 --reference
+	$(L6) --methods SAMD Relational --seeds 1 2
+	$(L6) --methods SAMD-MRL CDM MRL --seeds 0
+	mkdir -p results/bench/l3/runs/_reference
+	cp -n results/bench/runs/_reference/teacher-embeddinggemma-300m.json results/bench/l3/runs/_reference/
+	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 0
+	$(L6) --methods EmbedDistill SAMD-MRL CDM MRL --seeds 1 2
+	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
+	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
+	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
+	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
 # The dev-protocol study that sets the bench preset's budget and SAMD's design (issue 15; hours
 # on 2 cores, resumable: runs archived in results/bench-dev/runs are skipped), then its tables.

@@ -3,7 +3,7 @@
 Usage:
     python scripts/collect_results.py RESULTS_DIR [--out OUT_DIR] [--dims 384 64] [--method SAMD]
         [--curves]
-    python scripts/collect_results.py --show RESULTS_JSON [RESULTS_JSON ...]
+    python scripts/collect_results.py --show RESULTS_JSON [RESULTS_JSON ...] [--teacher REF_JSON]
 
 Input (written by ``scripts/run_experiments.py``): ``RESULTS_DIR/<label>/seed<k>/results.json``,
 ``<label>`` being a method (``SAMD``) or a method with an ablation tag (``SAMD+no-sam``); optional
@@ -13,6 +13,10 @@ dim).
 
 ``--show`` prints the table of each given results JSON instead (one run: the undistilled student
 next to the distilled one per task and dim; the MTEB table for an SKD run) and writes nothing.
+With ``--teacher REF_JSON`` (a reference evaluation of the teacher with the run's protocol, e.g.
+``_reference/teacher-e5-small.json``) each run's table is followed by the distillation summary
+``make demo`` ends with: before / after / teacher and the share of the gap recovered, per family
+and on average, at the full dim and a quarter of it.
 A results file that does not read (truncated JSON, not a results record) is reported and skipped,
 in a sweep as with ``--show`` (exit code 2 there if any was skipped).
 
@@ -55,8 +59,9 @@ matplotlib.use("Agg")  # headless: figures are written to files
 from samd_common.methods import METHODS  # noqa: E402
 from samd_common.reporting.compare import ablation_effects, difference_vs_best, per_task  # noqa: E402
 from samd_common.reporting.curves import has_history, plot_sweep_curves  # noqa: E402
+from samd_common.reporting.gap import format_gap_table, run_gap_table  # noqa: E402
 from samd_common.reporting.plots import plot_sweep_dims, plot_sweep_tasks  # noqa: E402
-from samd_common.reporting.results import load_record, results_table  # noqa: E402
+from samd_common.reporting.results import is_suite, load_record, results_table  # noqa: E402
 from samd_common.reporting.tables import (  # noqa: E402
     DISTILLED,
     cell,
@@ -179,9 +184,10 @@ def gap_sections(summary: pd.DataFrame, dims: list[int], out: Path) -> list[str]
     return sections
 
 
-def show(paths: list[Path]) -> int:
-    """Print the table of each results JSON (``--show``)."""
+def show(paths: list[Path], teacher: Path | None = None) -> int:
+    """Print the table of each results JSON (``--show``), and its gap table with ``teacher``."""
     shown = 0
+    ref = load_record(teacher) if teacher else None
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         for path in paths:
             try:
@@ -193,6 +199,10 @@ def show(paths: list[Path]) -> int:
             pair = f"{record.teacher} → {record.model}" if record.teacher else record.model
             print(f"\n{record.method}: {pair}  ({path})")
             print(results_table(record).to_string())
+            if ref is not None and is_suite(record.metrics):
+                table = run_gap_table(record.metrics_before, record.metrics, ref.metrics)
+                print(f"\nDistillation: undistilled → distilled student, teacher {ref.model}")
+                print(format_gap_table(table))
     return 0 if shown == len(paths) else 2
 
 
@@ -235,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results_dir", type=Path, nargs="?", help="a sweep's folder of runs")
     p.add_argument("--show", type=Path, nargs="+", metavar="RESULTS_JSON", help="print run tables")
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="REF_JSON",
+        help="--show: also the gap table vs this teacher",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: RESULTS_DIR)")
     p.add_argument(
         "--dims", type=int, nargs="+", help="dims of the per-task tables (default: full)"
@@ -252,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.show:
-        return show(args.show)
+        return show(args.show, args.teacher)
+    if args.teacher:
+        p.error(
+            "--teacher goes with --show (a sweep reads its teachers from RESULTS_DIR/_reference)"
+        )
     if args.results_dir is None:
         p.error("give RESULTS_DIR (a sweep) or --show RESULTS_JSON (single runs)")
     runs = load_runs(args.results_dir) if args.results_dir.is_dir() else []

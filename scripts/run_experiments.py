@@ -317,7 +317,13 @@ def sweep(args, methods: list[str], base: dict) -> tuple[int, list[tuple[str, in
     runs = [(m, s) for s in args.seeds for m in methods]
     failures, done = [], 0
     label = "{}+" + args.tag if args.tag else "{}"
-    if args.reference:
+    teacher = Path(args.teacher or get_preset(args.preset).teacher).name
+    archived = args.archive is not None and is_done(
+        args.archive / "_reference" / f"teacher-{teacher}.json"
+    )
+    if args.reference and archived:
+        log.info("skip the teacher reference (archived in %s)", args.archive)
+    elif args.reference:
         try:
             ref = reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
             archive_copy(ref, args.archive, Path("_reference") / ref.name)

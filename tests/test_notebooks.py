@@ -75,10 +75,17 @@ def test_sweep_runner_continues_after_a_failure_and_resumes(tmp_path):
     assert "skip MRL seed 0" in again.stderr and done.stat().st_mtime_ns == stamp
     archived = tmp_path / "arch" / "MRL+t" / "seed0" / "results.json"
     assert json.loads(archived.read_text()) == json.loads(done.read_text())
-    # a fresh machine: outputs gone, the (committed) archive is there → nothing reruns
+    # a fresh machine: outputs gone, the (committed) archive is there → nothing reruns, not even
+    # the teacher reference (this teacher does not exist: evaluating it would fail the sweep)
+    ref = {"method": "eval", "model": "no-such-teacher", "metrics": {"stsb/spearman@8": 1.0}}
+    (tmp_path / "arch" / "_reference").mkdir()
+    (tmp_path / "arch" / "_reference" / "teacher-no-such-teacher.json").write_text(json.dumps(ref))
     fresh = [c if c != str(tmp_path) else str(tmp_path / "fresh") for c in cmd]
     third = subprocess.run(
-        [*fresh, "--methods", "MRL", "--archive", str(tmp_path / "arch")], cwd=REPO, **kw
+        [*fresh, "--methods", "MRL", "--archive", str(tmp_path / "arch"), "--reference"],
+        cwd=REPO,
+        **kw,
     )
-    assert "results archived" in third.stderr and third.returncode == 0
+    assert "results archived" in third.stderr and third.returncode == 0, third.stderr
+    assert "skip the teacher reference" in third.stderr
     assert not (tmp_path / "fresh" / "smoke" / "MRL+t").exists()
