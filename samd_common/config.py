@@ -131,6 +131,10 @@ class EvalConfig:
     holdout: bool = False
     """Keep the held-out dev slices (``data.holdout``) out of a run's corpus in test mode too,
     so one corpus serves dev and test runs (always on with ``split="dev"``)."""
+    every_epoch: bool = False
+    """Also score the student after every training epoch, at its full dim only (one suite
+    evaluation per epoch): the ``history["epochs"]`` of the results JSON and the notebook's
+    curve. The final evaluation (every dim) is unchanged."""
 
     def resolved_eval_dir(self) -> Path:
         """The evaluation folder, from the field or ``$SAMD_EVAL_DIR``.

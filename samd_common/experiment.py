@@ -422,7 +422,8 @@ def train_method(run: RunState) -> None:
     )
     method = run.build_method(student, run.cache, cfg.params).to(student.device)
     cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run.run_dir / "checkpoints")
-    history = train(method, dataset, cfg.train, collate_fn=dataset.collate)
+    on_epoch = (lambda epoch: _score_full_dim(run, epoch)) if cfg.eval.every_epoch else None
+    history = train(method, dataset, cfg.train, collate_fn=dataset.collate, on_epoch=on_epoch)
     median = float(np.median(history.step_times)) if history.step_times else 0
     run.timings["step_median_s"] = median
     run.train_summary = {
@@ -431,6 +432,14 @@ def train_method(run: RunState) -> None:
         "last": history.steps[-1:],
         "history": history.curve(cfg.train.log_every),  # the record keeps it apart (record_run)
     }
+
+
+def _score_full_dim(run: RunState, epoch: int) -> dict[str, float]:
+    """The suite at the student's full dim, mid-training (``EvalConfig.every_epoch``)."""
+    full = run.student.dim
+    log.info("epoch %d: scoring the student at %d dims", epoch, full)
+    encode = lambda t: run.student.encode(t, batch_size=run.cfg.eval.batch_size)  # noqa: E731
+    return evaluate_suite(encode, run.tasks, [full], run.cfg.eval).metrics
 
 
 def evaluate_after(run: RunState) -> None:

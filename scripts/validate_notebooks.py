@@ -52,6 +52,7 @@ neighbours: Optional[int] = None  # pair batch texts with k teacher neighbours; 
 EVAL_TASKS = (
     'eval_tasks: Optional[str] = None  # None: the 9 tasks; or names/your CSVs "stsb;my_eval:sts"'
 )
+EVERY_EPOCH = "every_epoch: bool = False  # also score the student (full dim) after every epoch"
 HELP = {
     "suite": (
         "corpus file; None: $SAMD_TRAIN_CSV or a clean one from eval_dir",
@@ -136,7 +137,7 @@ def _parameters(spec: MethodSpec) -> str:
 
 def _extra_parameters(spec: MethodSpec) -> tuple[str, ...]:
     """Parameter lines after the shared ones: the suite's ``eval_tasks``, the method's own."""
-    suite = (EVAL_TASKS,) if spec.hooks.protocol == "suite" else ()
+    suite = (EVAL_TASKS, EVERY_EPOCH) if spec.hooks.protocol == "suite" else ()
     return (*suite, *spec.notebook_parameters)
 
 

@@ -15,10 +15,11 @@ from torch import nn
 
 from samd_common.data.demo import synthetic_sentences
 from samd_common.models import load_encoder
-from samd_common.reporting.curves import has_history, history_frame, plot_history
+from samd_common.reporting.curves import epoch_frame, has_history, history_frame, plot_history
 from samd_common.reporting.results import RunRecord, load_record
 from samd_common.training.batching import DistillDataset
 from samd_common.training.history import (
+    History,
     progress_every,
     progress_line,
     significant,
@@ -153,3 +154,44 @@ def test_run_experiment_writes_the_history_into_results_json(tmp_path):
     assert cols["step"] == [*range(0, n - 1, 2), n - 1]
     assert set(cols) == set(last) and len(cols) > 3  # every logged term (MinED: task, kd, …)
     assert all(math.isclose(cols[k][-1], last[k], rel_tol=1e-3) for k in last)
+
+
+# ------------------------------------------------------------ per-epoch evaluation (every_epoch)
+def test_on_epoch_scores_after_every_epoch_and_training_resumes_in_train_mode(tiny_dirs):
+    student = load_encoder(str(tiny_dirs["student"]), device="cpu", max_length=24)
+    ds = DistillDataset(synthetic_sentences(64, seed=3), student.tokenizer, 24)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-3, show_progress=False)
+    method, modes = TwoTerms(student), []
+    original = method.forward
+    method.forward = lambda *a: (modes.append(student.training), original(*a))[1]
+
+    def score(epoch: int) -> dict:
+        student.encode(["a text"])  # what the suite does: eval mode, no gradients
+        return {"avg/all/id@32": 50.0 + epoch}
+
+    hist = train(method, ds, cfg, collate_fn=ds.collate, on_epoch=score)
+    assert hist.epoch_evals == [
+        {"epoch": 1, "step": 8, "avg/all/id@32": 51.0},
+        {"epoch": 2, "step": 16, "avg/all/id@32": 52.0},
+    ]
+    assert len(modes) == 16 and all(modes)  # every step trained in train mode (dropout on)
+    assert hist.curve(10)["epochs"] == hist.epoch_evals
+    assert "epochs" not in History(steps=hist.steps).curve(10)  # not asked: no key
+
+
+def test_run_experiment_every_epoch_records_scores_and_plots_them(tmp_path):
+    from samd_common.experiment import make_config, run_experiment
+
+    cfg = make_config("MinED", preset="smoke", output_dir=str(tmp_path), epochs=2, every_epoch=True)
+    record = run_experiment(cfg)
+    epochs = json.loads(Path(record.results_path).read_text())["history"]["epochs"]
+    full = max(record.dims)
+    assert [e["epoch"] for e in epochs] == [1, 2] and epochs[1]["step"] == record.train["steps"]
+    assert {k.rpartition("@")[2] for k in epochs[0] if "@" in k} == {str(full)}  # full dim only
+    final = record.metrics[f"avg/all/id@{full}"]
+    assert epochs[1][f"avg/all/id@{full}"] == pytest.approx(final, rel=1e-3)  # 4 digits kept
+    fig = plot_history(record)
+    assert "score after each epoch (full dim)" in [ax.get_title() for ax in fig.axes]
+    assert list(epoch_frame(record).columns) == ["epoch", "step", "avg ID", "avg OOD"]
+    with pytest.raises(ValueError, match="every_epoch"):
+        make_config("SKD", preset="smoke", every_epoch=True)  # MTEB protocol: no such setting

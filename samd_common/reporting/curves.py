@@ -4,7 +4,8 @@ A record's ``history`` (``training.history.thin_history``) keeps every ``log_eve
 optimizer step and the last one, as columns ``step``, ``lr``, ``loss`` and each logged term.
 
 * ``history_frame(result)`` — that curve as a ``DataFrame`` (one row per kept step);
-* ``plot_history(result)`` — each logged value vs step, one small panel each (the notebooks);
+* ``plot_history(result)`` — each logged value vs step, one small panel each (the notebooks),
+  and the scores after each epoch when the run recorded them (``epoch_frame``);
 * ``plot_sweep_curves(runs, path)`` — the total loss vs step of a sweep's runs, one panel per
   label and one line per seed (``scripts/collect_results.py --curves``).
 
@@ -87,7 +88,10 @@ def plot_history(result: Result, path: str | Path | None = None, title: str | No
     record = _record(result)
     frame = history_frame(record)
     names = [c for c in frame.columns if c not in ("step", "lr")] + ["lr"] * ("lr" in frame)
-    fig, axes = _grid(len(names), 3.0, 2.4)
+    epochs = epoch_frame(record)
+    fig, axes = _grid(len(names) + (not epochs.empty), 3.0, 2.4)
+    if not epochs.empty:
+        _plot_epochs(axes.pop(), epochs)
     marker = "o" if len(frame) <= 30 else None  # a short run's few points stay visible
     for ax, name in zip(axes, names, strict=True):
         color = "0.4" if name == "lr" else "C0"
@@ -101,6 +105,35 @@ def plot_history(result: Result, path: str | Path | None = None, title: str | No
     fig.tight_layout()
     _save(fig, path)
     return fig
+
+
+def epoch_frame(result: Result) -> pd.DataFrame:
+    """The per-epoch evaluations of a run (``EvalConfig.every_epoch``) as a frame.
+
+    Returns:
+        One row per epoch with ``epoch``, ``step`` and the suite's averages at the full dim
+        (``avg ID``, ``avg OOD``); empty when the run did not ask for them.
+    """
+    rows = _record(result).history.get("epochs") or []
+    out = []
+    for row in rows:
+        avgs = {k: v for k, v in row.items() if k.startswith("avg/all/") and v is not None}
+        entry = {"epoch": row["epoch"], "step": row["step"]}
+        for key, value in avgs.items():
+            entry["avg " + key.split("/")[2].split("@")[0].upper()] = value
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _plot_epochs(ax, epochs: pd.DataFrame) -> None:
+    """Plot the average ID / OOD score after each epoch against the step it was reached at."""
+    for i, name in enumerate(c for c in ("avg ID", "avg OOD") if c in epochs):
+        ax.plot(epochs["step"], epochs[name], marker="o", ms=4, color=f"C{i + 1}", label=name)
+    ax.set_title("score after each epoch (full dim)", fontsize=9)
+    ax.set_xlabel("optimizer step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def plot_sweep_curves(runs: list[dict[str, Any]], path: str | Path | None = None):

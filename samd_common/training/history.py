@@ -5,7 +5,11 @@
 :func:`thin_history` of it, every ``log_every``-th step plus the last one, as columns::
 
     "history": {"log_every": 10,
-                "steps": {"step": [0, 10, …, 111], "lr": […], "loss": […], "task": […]}}
+                "steps": {"step": [0, 10, …, 111], "lr": […], "loss": […], "task": […]},
+                "epochs": [{"epoch": 1, "step": 56, "avg/all/id@384": 76.1, …}, …]}
+
+``"epochs"`` is there only when the run scored the student after every epoch
+(``EvalConfig.every_epoch``): the suite at the student's full dim, one entry per epoch.
 
 Values keep 4 significant digits (a curve needs no more) and a value a step did not log, or a
 non-finite one, is ``null``. :func:`progress_line` is the log line ``train`` writes at
@@ -30,10 +34,18 @@ class History:
     epochs_done: int = 0
     skipped_nonfinite: int = 0
     step_times: list[float] = field(default_factory=list)
+    epoch_evals: list[dict[str, float]] = field(default_factory=list)  # {"epoch", "step", scores}
 
     def curve(self, log_every: int) -> dict[str, Any]:
-        """:func:`thin_history` of :attr:`steps`: what a results JSON keeps."""
-        return thin_history(self.steps, log_every)
+        """What a results JSON keeps: :func:`thin_history` of :attr:`steps`.
+
+        Plus ``"epochs"``, the per-epoch evaluations, when the run asked for them.
+        """
+        curve = thin_history(self.steps, log_every)
+        if self.epoch_evals:
+            rounded = [{k: significant(v) for k, v in e.items()} for e in self.epoch_evals]
+            curve["epochs"] = rounded
+        return curve
 
 
 def significant(value: Any, digits: int = 4) -> float | int | None:

@@ -419,9 +419,18 @@ def _train_epoch(run: _Run, batches: Iterable[dict], step: int, hist: History, b
 
 
 def train(
-    method: nn.Module, dataset: Dataset, cfg: TrainConfig, collate_fn: Callable | None = None
+    method: nn.Module,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    collate_fn: Callable | None = None,
+    on_epoch: Callable[[int], dict[str, float]] | None = None,
 ) -> History:
     """Train ``method`` (its student and projections) on ``dataset``; return the history.
+
+    ``on_epoch(epoch)`` (epoch counted from 1), when given, runs on rank 0 after every epoch,
+    before its checkpoint: the scores it returns go into ``History.epoch_evals`` with the epoch
+    and the step count (the per-epoch evaluation of ``EvalConfig.every_epoch``). The other
+    ranks wait for it at their next gradient sync.
 
     Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the process group is joined
     here if needed, the method is moved to the rank's device and wrapped in DDP, every rank
@@ -471,6 +480,9 @@ def train(
         batches = itertools.islice(loader, todo * cfg.grad_accum)
         step = _train_epoch(run, batches, step, hist, bar)
         hist.epochs_done = epoch + 1
+        if on_epoch is not None and rank == 0:
+            hist.epoch_evals.append({"epoch": epoch + 1, "step": step, **on_epoch(epoch + 1)})
+            method.train()  # the callback may have put the student in eval mode
         if ckpt_dir is not None:
             _save(ckpt_dir / f"epoch-{epoch + 1}.pt", method, optimizer, hist, cfg)
     bar.close()
