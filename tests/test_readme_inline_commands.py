@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_readme_commands import (
+from readme_checks import (
     NOT_RUN,
     NOT_RUN_MARK,
     README,
