@@ -418,6 +418,27 @@ def _train_epoch(run: _Run, batches: Iterable[dict], step: int, hist: History, b
     return step
 
 
+def _check_max_steps(steps) -> None:
+    """``max_steps`` is None or a positive whole number (else ``ValueError``)."""
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(
+            f"max_steps must be a positive number of optimizer steps, or None to train for "
+            f"`epochs` passes; got {steps!r}."
+        )
+
+
+def _end_epoch(
+    run: _Run, hist: History, epoch: int, step: int, ckpt_dir: Path | None, on_epoch
+) -> None:
+    """After ``epoch`` (from 1): its evaluation (``on_epoch``, rank 0), then its checkpoint."""
+    hist.epochs_done = epoch
+    if on_epoch is not None:
+        hist.epoch_evals.append({"epoch": epoch, "step": step, **on_epoch(epoch)})
+        run.method.train()  # the callback may have put the student in eval mode
+    if ckpt_dir is not None:
+        _save(ckpt_dir / f"epoch-{epoch}.pt", run.method, run.optimizer, hist, run.cfg)
+
+
 def train(
     method: nn.Module,
     dataset: Dataset,
@@ -444,12 +465,7 @@ def train(
             one optimizer step needs, or ``cfg.max_steps`` not a positive integer.
         RuntimeError: after ``cfg.max_nonfinite`` non-finite losses.
     """
-    steps = cfg.max_steps
-    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
-        raise ValueError(
-            f"max_steps must be a positive number of optimizer steps, or None to train for "
-            f"`epochs` passes; got {steps!r}."
-        )
+    _check_max_steps(cfg.max_steps)
     # 1) device, per-rank seeds (dropout masks; rank 0 = single process), optimizer, data
     device = init_distributed(method.student.device)
     rank, world = dist_info()
@@ -479,12 +495,7 @@ def train(
         todo = min(steps_per_epoch, total - epoch * steps_per_epoch)  # max_steps: last pass short
         batches = itertools.islice(loader, todo * cfg.grad_accum)
         step = _train_epoch(run, batches, step, hist, bar)
-        hist.epochs_done = epoch + 1
-        if on_epoch is not None and rank == 0:
-            hist.epoch_evals.append({"epoch": epoch + 1, "step": step, **on_epoch(epoch + 1)})
-            method.train()  # the callback may have put the student in eval mode
-        if ckpt_dir is not None:
-            _save(ckpt_dir / f"epoch-{epoch + 1}.pt", method, optimizer, hist, cfg)
+        _end_epoch(run, hist, epoch + 1, step, ckpt_dir, on_epoch if rank == 0 else None)
     bar.close()
     method.eval()
     return hist
