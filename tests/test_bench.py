@@ -183,3 +183,7 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
     assert report["n_texts"] == 8 * 2
     assert report["alignment"]["speedup"] > 1
     assert np.isfinite(report["teacher_cache_build_s"])
+    # the timed cache is a real build in a scratch folder, never a hit on a cached corpus, and
+    # nothing is left in the user's cache folder for a later run to hit
+    assert "teacher cache built" in run.stderr and "teacher cache hit" not in run.stderr
+    assert not (tmp_path / "cache" / "teacher").exists()
