@@ -64,20 +64,25 @@ def _gap_cells(part: pd.DataFrame, dims: list[int]) -> list[str]:
 def headline_table(folder: Path) -> str:
     """A results folder's compact table: avg ID / OOD and the share of the gap recovered.
 
-    Rows: teacher, undistilled student (``summary.csv``), each label (``gap.csv``); columns at
-    the full dim and at a quarter of it, both written by ``scripts/collect_results.py``.
+    Rows: teacher, undistilled student (``summary.csv``), each label (``gap.csv``); columns: the
+    number of seeds behind each distilled row, then avg ID / OOD and their gap share at the full
+    dim and at a quarter of it, all written by ``scripts/collect_results.py``.
     """
     gap = pd.read_csv(folder / "gap.csv")
     summary = pd.read_csv(folder / "summary.csv")
     full = int(gap.dim.max())
     dims = [d for d in (full, full // 4) if d in set(gap.dim)]
-    head = ["method"] + [f"{c} @{d}" for d in dims for c in ("avg ID", "gap", "avg OOD", "gap")]
+    head = ["method", "seeds"]
+    head += [f"{c} @{d}" for d in dims for c in ("avg ID", "gap", "avg OOD", "gap")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     refs = summary[summary.kind.isin(["teacher", "student"]) & summary.task.isin(AVERAGES)]
     for label, part in refs.groupby("label", sort=False):
-        lines.append(f"| {label} | " + " | ".join(_ref_cells(part, dims)) + " |")
+        lines.append(f"| {label} | - | " + " | ".join(_ref_cells(part, dims)) + " |")
+    at_full = summary[(summary.task == AVERAGES[0]) & (summary.dim == full)]
+    seeds = at_full.set_index("label")["n"]
     for label, part in gap.groupby("label", sort=False):
-        lines.append(f"| {label} | " + " | ".join(_gap_cells(part, dims)) + " |")
+        n = int(seeds.get(label, 0))
+        lines.append(f"| {label} | {n} | " + " | ".join(_gap_cells(part, dims)) + " |")
     return "\n".join(lines)
 
 

@@ -272,10 +272,13 @@ def test_readme_results_section_is_generated_from_the_collected_files(sweep, tmp
     text = readme.results_section(tmp_path)
     assert "### Headline: `results/cpu-bench`" in text and "(results/cpu-bench/results.md)" in text
     table = text.split("### Headline")[1].split("###")[0]
-    assert _row(table, "method")[1:5] == ["avg ID @384", "gap @384", "avg OOD @384", "gap @384"]
-    assert _row(table, "method")[5] == "avg ID @96"  # a quarter of the full dim
-    assert _row(table, "SAMD")[1:5] == ["72.00", "67 %", "72.00", "67 %"]  # (72 − 60) / (78 − 60)
-    assert _row(table, "student (undistilled)")[1] == "60.00"
+    head = ["seeds", "avg ID @384", "gap @384", "avg OOD @384", "gap @384"]
+    assert _row(table, "method")[1:6] == head
+    assert _row(table, "method")[6] == "avg ID @96"  # a quarter of the full dim
+    # (72 − 60) / (78 − 60), the mean of 3 seeds; MRL has one
+    assert _row(table, "SAMD")[1:6] == ["3", "72.00", "67 %", "72.00", "67 %"]
+    assert _row(table, "MRL")[1] == "1"
+    assert _row(table, "student (undistilled)")[1:3] == ["-", "60.00"]
     assert "(results/cpu-bench/matryoshka.png)" in text
 
 
