@@ -379,11 +379,11 @@ def load_models(run: RunState) -> None:
         transformer_layers(run.student.backbone)  # fail now, not after training, if unsupported
 
 
-def _evaluate(run: RunState, **encode_kw: Any):
-    """The student's suite scores at ``run.dims``."""
+def _evaluate(run: RunState, dims: list[int] | None = None, **encode_kw: Any):
+    """The student's suite scores at ``dims`` (default ``run.dims``)."""
     cfg, student = run.cfg, run.student
     encode = lambda t: student.encode(t, batch_size=cfg.eval.batch_size, **encode_kw)  # noqa: E731
-    return evaluate_suite(encode, run.tasks, run.dims, cfg.eval)
+    return evaluate_suite(encode, run.tasks, dims or run.dims, cfg.eval)
 
 
 def evaluate_before(run: RunState) -> None:
@@ -436,10 +436,8 @@ def train_method(run: RunState) -> None:
 
 def _score_full_dim(run: RunState, epoch: int) -> dict[str, float]:
     """The suite at the student's full dim, mid-training (``EvalConfig.every_epoch``)."""
-    full = run.student.dim
-    log.info("epoch %d: scoring the student at %d dims", epoch, full)
-    encode = lambda t: run.student.encode(t, batch_size=run.cfg.eval.batch_size)  # noqa: E731
-    return evaluate_suite(encode, run.tasks, [full], run.cfg.eval).metrics
+    log.info("epoch %d: scoring the student at %d dims", epoch, run.student.dim)
+    return _evaluate(run, [run.student.dim]).metrics
 
 
 def evaluate_after(run: RunState) -> None:

@@ -242,11 +242,16 @@ def evaluate_script():
     return module
 
 
+def reference_file(preset: str, teacher: str) -> Path:
+    """``_reference/teacher-<name>.json``: where a sweep (and its archive) keeps the teacher row."""
+    return Path("_reference") / f"teacher-{Path(teacher or get_preset(preset).teacher).name}.json"
+
+
 def reference_eval(preset: str, teacher: str, params: dict, out: Path) -> Path:
     """Evaluate the teacher once with the preset's suite protocol (skipped if done)."""
     p = get_preset(preset)
     teacher = teacher or p.teacher
-    path = out / "_reference" / f"teacher-{Path(teacher).name}.json"
+    path = out / reference_file(preset, teacher)
     if is_done(path):
         return path
     seed = 0 if p.eval_seed is None else p.eval_seed
@@ -317,16 +322,13 @@ def sweep(args, methods: list[str], base: dict) -> tuple[int, list[tuple[str, in
     runs = [(m, s) for s in args.seeds for m in methods]
     failures, done = [], 0
     label = "{}+" + args.tag if args.tag else "{}"
-    teacher = Path(args.teacher or get_preset(args.preset).teacher).name
-    archived = args.archive is not None and is_done(
-        args.archive / "_reference" / f"teacher-{teacher}.json"
-    )
-    if args.reference and archived:
+    ref_file = reference_file(args.preset, args.teacher)
+    if args.reference and args.archive is not None and is_done(args.archive / ref_file):
         log.info("skip the teacher reference (archived in %s)", args.archive)
     elif args.reference:
         try:
             ref = reference_eval(args.preset, args.teacher, base, args.output_dir / args.preset)
-            archive_copy(ref, args.archive, Path("_reference") / ref.name)
+            archive_copy(ref, args.archive, ref_file)
         except Exception as err:  # noqa: BLE001 - the runs go on without the teacher row
             failures.append(("teacher", -1, one_line(err)))
     for method, seed in tqdm(runs, desc="runs"):

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from samd_common.reporting.keys import parse_keys
 from samd_common.reporting.results import RunRecord
 
 Result = RunRecord | dict[str, Any]
@@ -114,13 +115,12 @@ def epoch_frame(result: Result) -> pd.DataFrame:
         One row per epoch with ``epoch``, ``step`` and the suite's averages at the full dim
         (``avg ID``, ``avg OOD``); empty when the run did not ask for them.
     """
-    rows = _record(result).history.get("epochs") or []
     out = []
-    for row in rows:
-        avgs = {k: v for k, v in row.items() if k.startswith("avg/all/") and v is not None}
+    for row in _record(result).history.get("epochs") or []:
         entry = {"epoch": row["epoch"], "step": row["step"]}
-        for key, value in avgs.items():
-            entry["avg " + key.split("/")[2].split("@")[0].upper()] = value
+        for key, k in parse_keys(row):
+            if k.name == "avg/all" and row[key] is not None:
+                entry[f"avg {k.metric.upper()}"] = row[key]
         out.append(entry)
     return pd.DataFrame(out)
 

@@ -10,15 +10,12 @@ import math
 
 import pandas as pd
 
-from samd_common.data.tasks import FAMILIES
 from samd_common.reporting.keys import key_dims, metric_key
+from samd_common.reporting.tables import COLUMNS as TABLE_COLUMNS
 from samd_common.reporting.tables import with_averages
 
-GROUPS = [
-    *[(f"{f} {g.upper()}", f"avg/{f}/{g}") for f in FAMILIES for g in ("id", "ood")],
-    ("avg ID", "avg/all/id"),
-    ("avg OOD", "avg/all/ood"),
-]
+# (name, key head) of the family averages and the overall ones, as the sweep tables name them
+GROUPS = [(name, head) for name, head in TABLE_COLUMNS if head.startswith("avg/")]
 COLUMNS = ["before", "after", "teacher", "gain", "gap %"]
 
 
