@@ -11,6 +11,7 @@ import pytest
 
 from samd_common.data.tasks import TASKS
 from samd_common.reporting.gap import format_gap_table, run_gap_table
+from samd_common.reporting.tables import gap_share
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,14 @@ def test_no_gap_when_the_teacher_is_not_ahead():
     assert math.isnan(table.loc[(384, "avg OOD"), "gap %"])  # teacher behind
     assert table.loc[(384, "avg ID"), "gain"] == 2
     assert "-" in format_gap_table(table).splitlines()[2]
+
+
+def test_one_gap_rule_for_a_run_and_a_sweep():
+    """``gap_share`` is the rule of both tables: a loss is negative, a teacher behind is NaN."""
+    assert gap_share(75, 70, 80) == pytest.approx(50.0)
+    assert gap_share(68, 70, 80) == pytest.approx(-20.0)  # the student lost ground
+    assert math.isnan(gap_share(75, 70, 60))  # teacher behind: not a "−50 %" gain
+    assert math.isnan(gap_share(75, 70, 70))
 
 
 def test_teacher_without_the_dim_is_read_at_its_largest():

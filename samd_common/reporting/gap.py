@@ -12,7 +12,7 @@ import pandas as pd
 
 from samd_common.reporting.keys import key_dims, metric_key
 from samd_common.reporting.tables import COLUMNS as TABLE_COLUMNS
-from samd_common.reporting.tables import with_averages
+from samd_common.reporting.tables import gap_share, with_averages
 
 # (name, key head) of the family averages and the overall ones, as the sweep tables name them
 GROUPS = [(name, head) for name, head in TABLE_COLUMNS if head.startswith("avg/")]
@@ -27,8 +27,9 @@ def run_gap_table(
 ) -> pd.DataFrame:
     """Per family (ID / OOD) and on average: the three scores, the gain and the gap share.
 
-    ``gap % = 100·(after − before) / (teacher − before)``; NaN where the teacher is not ahead of
-    the undistilled student (there is no gap to recover). A teacher evaluation lacking ``dim``
+    ``gap % = 100·(after − before) / (teacher − before)`` (:func:`~samd_common.reporting.tables.
+    gap_share`, the sweep tables' rule); NaN where the teacher is not ahead of the undistilled
+    student (there is no gap to recover). A teacher evaluation lacking ``dim``
     is read at its own largest dim.
 
     Args:
@@ -62,8 +63,7 @@ def run_gap_table(
                 continue
             value, base = a[key], b[key]
             ref = t.get(metric_key(head, t_dim), math.nan)
-            gap = ref - base
-            share = 100 * (value - base) / gap if gap > 0 else math.nan
+            share = gap_share(value, base, ref)
             rows.append([dim, name, base, value, ref, value - base, share])
     return pd.DataFrame(rows, columns=["dim", "group", *COLUMNS]).set_index(["dim", "group"])
 

@@ -10,6 +10,7 @@ method or ablation (``SAMD+no-sam``), aggregated over seeds. Runs scored with th
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -126,12 +127,22 @@ def at_dim(summary: pd.DataFrame, dim: int) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def gap_share(value: float, before: float, teacher: float) -> float:
+    """``100·(value − before) / (teacher − before)``: the share of the teacher's lead recovered.
+
+    NaN where the teacher is not ahead of the undistilled student (nothing to recover, and a
+    ratio over a negative lead would read a loss as a gain). Negative: the student lost ground.
+    """
+    gap = teacher - before
+    return 100 * (value - before) / gap if gap > 0 else math.nan
+
+
 def gap_table(summary: pd.DataFrame, dim: int) -> pd.DataFrame:
     """Per distilled label: avg ID / OOD at ``dim`` and the share of the gap it recovered.
 
     ``gap % = 100·(distilled − undistilled) / (teacher − undistilled)`` per average, from the
-    seed means; the teacher is the first teacher row (at its own largest dim when it lacks
-    ``dim``, as in :func:`at_dim`). Negative: the distilled student lost ground.
+    seed means (:func:`gap_share`); the teacher is the first teacher row (at its own largest dim
+    when it lacks ``dim``, as in :func:`at_dim`).
 
     Returns:
         Frame indexed by label with ``avg ID``, ``avg ID gap %``, ``avg OOD``, ``avg OOD gap %``;
@@ -151,9 +162,8 @@ def gap_table(summary: pd.DataFrame, dim: int) -> pd.DataFrame:
             value = part.loc[part.task == avg, "mean"]
             if value.empty or avg not in ref[TEACHER] or avg not in ref[STUDENT]:
                 continue
-            gap = ref[TEACHER][avg] - ref[STUDENT][avg]
             row[avg] = float(value.iloc[0])
-            row[f"{avg} gap %"] = 100 * (row[avg] - ref[STUDENT][avg]) / gap if gap else np.nan
+            row[f"{avg} gap %"] = gap_share(row[avg], ref[STUDENT][avg], ref[TEACHER][avg])
         rows.append(row)
     frame = pd.DataFrame(rows)
     return frame.set_index("label") if len(frame.columns) > 1 else pd.DataFrame()
