@@ -63,18 +63,23 @@ cpu-bench:
 # half-depth minilm-l3), preset `bench`, reported on test. Resumable: runs archived in
 # results/bench/runs (l6) and results/bench/l3/runs are skipped, so a stopped sweep continues
 # where it stopped, on any machine. Ordered so that a partial sweep already answers the main
-# question (SAMD and the two sentence-level baselines at seed 0 first). ≈ 10 h on 2 cores.
+# questions (SAMD and the two sentence-level baselines first, then each target). minilm-l3
+# trains at lr 1e-4, every method alike (chosen on the dev protocol: results/bench-dev/README.md).
+# ≈ 10 h on 2 cores.
 BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
 L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
-L3 = $(BENCH) --student minilm-l3 --output-dir $(RUNS)/l3 --archive results/bench/l3/runs
+L3 = $(BENCH) --student minilm-l3 --param lr=1e-4 --output-dir $(RUNS)/l3 \
+  --archive results/bench/l3/runs
 bench:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 embeddinggemma-300m"
 	$(L6) --methods SAMD Relational EmbedDistill --seeds 0 --reference
 	$(L6) --methods SAMD Relational --seeds 1 2
-	$(L6) --methods SAMD-MRL CDM MRL --seeds 0
+	$(L6) --methods SAMD-MRL --seeds 0
 	mkdir -p results/bench/l3/runs/_reference
 	cp -n results/bench/runs/_reference/teacher-embeddinggemma-300m.json results/bench/l3/runs/_reference/
-	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 0
+	$(L3) --methods SAMD Relational --seeds 0
+	$(L6) --methods CDM MRL --seeds 0
+	$(L3) --methods EmbedDistill CDM --seeds 0
 	$(L6) --methods EmbedDistill SAMD-MRL CDM MRL --seeds 1 2
 	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
@@ -85,6 +90,8 @@ bench:
 # on 2 cores, resumable: runs archived in results/bench-dev/runs are skipped), then its tables.
 DEV = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 \
   --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) --archive results/bench-dev/runs
+DEV3 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --student minilm-l3 \
+  --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)/l3 --archive results/bench-dev/l3/runs
 bench-dev:
 	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
@@ -108,6 +115,11 @@ bench-dev:
 	$(DEV) --methods SAMD EmbedDistill Relational --tag s2000 --param max_steps=2000
 	$(DEV) --methods SAMD --tag s1000-no-rel --param max_steps=1000 --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
+	mkdir -p results/bench-dev/l3/runs/_reference
+	cp -n results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json \
+	  results/bench-dev/l3/runs/_reference/
+	$(DEV3) --methods SAMD --tag s1000 --param max_steps=1000
+	$(DEV3) --methods SAMD --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
 
 lint: setup
 	$(PY) -m ruff check .
