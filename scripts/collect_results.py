@@ -134,7 +134,8 @@ def suite_sections(long: pd.DataFrame, dims: list[int], method: str, out: Path) 
     sections.append(
         f"Baselines: {', '.join(baselines)} (not ours, no ablations); the best is the highest "
         "mean over its seeds. Differences are paired: taken per seed on the seeds both runs "
-        "share (each seed samples its own corpus), ± the standard error of their mean."
+        "share (a seed sets initialisation, dropout and data order, and the corpus sample "
+        "where the preset draws one per seed), ± the standard error of their mean."
     )
     diffs = difference_vs_best(long, method, full, baselines)
     sections.append(
