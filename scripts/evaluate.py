@@ -8,6 +8,10 @@ r"""Evaluate one model with either protocol and write a results JSON (e.g. a tea
     python scripts/evaluate.py --protocol mteb --model e5-small --tasks Banking77 Emotion \
         --splits test [--n-experiments N] [--eval-dir ../shared/data/mteb] --output ref.json
 
+    # a distilled student interpolated with its starting point (WiSE-FT, models/merge.py):
+    # θ₀ + α·(θ₁ − θ₀), α = 1 the trained student
+    python scripts/evaluate.py --model RUN/student --interpolate-from minilm-l6 --alpha 0.5 ...
+
     # your own tasks (CSV files and a family; data/user_tasks.py), alone or next to built-ins
     python scripts/evaluate.py --model minilm-l6 --user-tasks my_eval:sts [--tasks stsb]
 
@@ -37,6 +41,7 @@ from samd_common.evaluation.mteb import evaluate_mteb
 from samd_common.evaluation.mteb_tasks import load_mteb_task
 from samd_common.evaluation.suite import evaluate_suite
 from samd_common.models import load_encoder
+from samd_common.models.merge import interpolate_encoder
 from samd_common.models.tiny import resolve_model
 from samd_common.reporting.results import RunRecord, format_table, record_results
 
@@ -102,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", help="MTEB: evaluation splits (default: the task's)")
     p.add_argument("--n-experiments", type=count(1), help="MTEB: experiments (default: 10)")
     p.add_argument("--samples-per-label", type=count(1), help="MTEB: default the task's own")
+    p.add_argument(
+        "--interpolate-from",
+        metavar="MODEL",
+        help="the model --model was trained from: score θ₀ + α·(θ₁ − θ₀) (WiSE-FT) instead",
+    )
+    p.add_argument("--alpha", type=float, default=1.0, help="with --interpolate-from (default 1)")
     p.add_argument("--batch-size", type=count(1), default=64)
     p.add_argument(
         "--max-length", type=count(1), help="tokens per text (default: 256 or the model's limit)"
@@ -151,6 +162,8 @@ def evaluate_on_suite(args, encoder) -> RunRecord:
     sys.stdout.write(format_table(result.metrics, result.dims) + "\n")
     config = {"model": args.model, "model_spec": asdict(encoder.spec), "eval": asdict(cfg)}
     config["eval_dir"] = str(eval_dir) if eval_dir else None
+    if args.interpolate_from:
+        config["interpolate"] = {"from": args.interpolate_from, "alpha": args.alpha}
     return RunRecord(
         "eval",
         args.model,
@@ -197,6 +210,11 @@ def check_arguments(args) -> None:
     Raises:
         ValueError: naming the argument.
     """
+    if not 0.0 <= args.alpha <= 1.0 or (args.alpha != 1.0 and not args.interpolate_from):
+        raise ValueError(
+            f"--alpha must be in [0, 1] and goes with --interpolate-from MODEL (the model "
+            f"--model was trained from); got --alpha {args.alpha}."
+        )
     if args.protocol == "suite":
         resolve_task_list(suite_config(args).tasks)  # unknown names, missing user-task files
     elif args.user_tasks:
@@ -212,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args)
         encoder = load_encoder(resolve_model(args.model), device=args.device)
+        if args.interpolate_from:
+            base = load_encoder(resolve_model(args.interpolate_from), device=args.device)
+            interpolate_encoder(encoder, base, args.alpha)
+            log.info("scoring θ₀ + %g·(θ₁ − θ₀), θ₀ = %s", args.alpha, args.interpolate_from)
         limit = position_limit(encoder) or DEFAULT_MAX_LENGTH
         args.max_length = args.max_length or min(DEFAULT_MAX_LENGTH, limit)
         check_max_length(args.max_length, encoder)  # one given above the limit

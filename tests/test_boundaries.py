@@ -332,6 +332,24 @@ def test_evaluate_cli_scores_the_dev_protocol_with_split_dev(eval_args, tmp_path
     assert rows["dev"]["stsb/spearman@32"] != rows["test"]["stsb/spearman@32"]  # other rows
 
 
+def test_evaluate_cli_interpolates_a_student_with_its_start(eval_args, tiny_dirs, tmp_path, capsys):
+    """``--interpolate-from``: a model blended with itself scores as itself; α is recorded; a
+    model of another shape, or ``--alpha`` alone, is a one-line error."""
+    scores = {}
+    for name, extra in (("plain", []), ("wise", ["--interpolate-from", str(tiny_dirs["student"])])):
+        out = tmp_path / f"{name}.json"
+        argv = [*eval_args, "--tasks", "stsb", *extra, "--output", str(out)]
+        assert EVALUATE.main([*argv, *(["--alpha", "0.3"] if extra else [])]) == 0
+        scores[name] = load_record(out)
+    assert scores["wise"].metrics == pytest.approx(scores["plain"].metrics)
+    assert scores["wise"].config["interpolate"]["alpha"] == 0.3
+    other = ["--interpolate-from", str(tiny_dirs["teacher"]), "--alpha", "0.5", "--tasks", "stsb"]
+    assert EVALUATE.main([*eval_args, *other]) == 2
+    _one_error_line(capsys.readouterr().err, "the model it was trained from")
+    assert EVALUATE.main([*eval_args, "--alpha", "0.5", "--tasks", "stsb"]) == 2
+    _one_error_line(capsys.readouterr().err, "--alpha", "--interpolate-from")
+
+
 def test_evaluate_cli_as_a_process_exits_2_without_traceback(tmp_path):
     cmd = [sys.executable, "scripts/evaluate.py", "--model", str(tmp_path / "nope")]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)

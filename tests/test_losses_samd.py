@@ -285,6 +285,44 @@ def test_span_group_hidden_loss():
         span_group_hidden_loss(h_s[:1], h_t2, s_group, t_group)
 
 
+def test_span_group_hidden_loss_mse_distance():
+    """``distance="mse"``: mean over groups of the squared gap of the group means, per dim."""
+    g = torch.Generator().manual_seed(7)
+    h_s = torch.randn(2, 5, 8, generator=g).requires_grad_()
+    s_group = torch.tensor([[-1, 0, 0, 1, -1], [-1, 0, 1, 2, -1]])
+    t_group = torch.tensor([[-1, 0, 1, -1], [0, 1, 2, -1]])
+    h_t = torch.randn(2, 4, 8, generator=g)
+    loss = span_group_hidden_loss(h_s, h_t, s_group, t_group, distance="mse")
+    want = [
+        (h_s[b][s_group[b] == gr].mean(0) - h_t[b][t_group[b] == gr].mean(0)).pow(2).mean()
+        for b, n in ((0, 2), (1, 3))
+        for gr in range(n)
+    ]
+    assert loss.item() == pytest.approx(torch.stack(want).mean().item(), abs=1e-5)
+    # unlike the cosine, the squared gap sees the scale: teacher states 3× the student's group
+    # means are a perfect cosine match but an MSE of mean((2·mean)²)
+    h_t3 = torch.zeros(2, 4, 8)
+    for b in range(2):
+        for i in range(4):
+            if t_group[b, i] >= 0:
+                h_t3[b, i] = 3 * h_s[b][s_group[b] == t_group[b, i]].mean(0).detach()
+    cos = span_group_hidden_loss(h_s, h_t3, s_group, t_group)
+    mse = span_group_hidden_loss(h_s, h_t3, s_group, t_group, distance="mse")
+    want3 = torch.stack(
+        [
+            (2 * h_t3[b][t_group[b] == gr].mean(0) / 3).pow(2).mean()
+            for b, n in ((0, 2), (1, 3))
+            for gr in range(n)
+        ]
+    ).mean()
+    assert cos.item() == pytest.approx(0, abs=1e-6)
+    assert mse.item() == pytest.approx(want3.item(), rel=1e-5)
+    loss.backward()
+    assert h_s.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="distance"):
+        span_group_hidden_loss(h_s, h_t, s_group, t_group, distance="l1")
+
+
 def test_span_group_hidden_loss_through_a_student_side_head():
     g = torch.Generator().manual_seed(5)
     h_s = torch.randn(2, 5, 8, generator=g).requires_grad_()

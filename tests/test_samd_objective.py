@@ -80,6 +80,8 @@ def test_params_from_dict_and_validation():
         SAMDParams(lambda_point=-1)
     with pytest.raises(ValueError, match="sam_every"):
         SAMDParams(sam_every=0)
+    with pytest.raises(ValueError, match="span_distance"):
+        SAMDParams(span_distance="l1")
     assert SAMDParams().resolve_dims(384) == [384, 192, 96, 48]
 
 

@@ -99,6 +99,7 @@ class SAMDParams(DistillParams):
     margin: float = 0.015  # L_resim's margin (Jasper)
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
+    span_distance: str = "cosine"  # L_span's distance: cosine | mse (CDM's)
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
@@ -114,6 +115,7 @@ class SAMDParams(DistillParams):
             **super().rules(),
             "target in ('auto', 'prefix', 'projection')": self.target
             in ("auto", "prefix", "projection"),
+            "span_distance in ('cosine', 'mse')": self.span_distance in ("cosine", "mse"),
             "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
                 *weights, self.lambda_sam, self.margin
             )
@@ -305,7 +307,7 @@ class SAMDLoss(Objective):
             terms["span"] = span_group_hidden_loss(
                 out["token_embeddings"],
                 batch["t_hidden"],
-                *(batch["s_group"], batch["t_group"], self.span_head),
+                *(batch["s_group"], batch["t_group"], self.span_head, p.span_distance),
             )
             total = total + p.lambda_span * terms["span"]
         if self.sam_due(step):

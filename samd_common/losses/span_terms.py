@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from samd_common.distributed import masked_mean_across_ranks
+from samd_common.losses.mined import token_distance
 from samd_common.losses.similarity import (
     coverage_confidence,
     grouped_sums,
@@ -92,11 +92,14 @@ def span_group_hidden_loss(
     s_group: torch.Tensor,
     t_group: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    distance: str = "cosine",
 ) -> torch.Tensor:
-    """L_span: the student's mean state of each span group against the teacher's (cosine).
+    """L_span: the student's mean state of each span group against the teacher's.
 
-    ``L = mean_{(b, g)} (1 − cos(Q·mean_{j∈g} H_s[b, j], mean_{i∈g} H_t[b, i]))`` over the groups
-    with tokens on both sides; ``Q`` = ``head`` (identity when None).
+    ``L = mean_{(b, g)} d(Q·mean_{j∈g} H_s[b, j], mean_{i∈g} H_t[b, i])`` over the groups with
+    tokens on both sides; ``Q`` = ``head`` (identity when None); ``d`` = ``1 − cos`` (default)
+    or ``mean_d (a − b)²`` (``distance="mse"``, CDM's and MinED's distance, which also asks the
+    head to match the teacher states' norms).
 
     Args:
         h_s: (B, T_s, H_s) student token states (carry the gradient).
@@ -104,6 +107,7 @@ def span_group_hidden_loss(
         s_group: (B, T_s) long span-group id of each student token, −1 for none.
         t_group: (B, T_t) long span-group id of each teacher token, −1 for none.
         head: student-side map (N, H_s) → (N, H_t); None needs H_s == H_t.
+        distance: ``"cosine"`` or ``"mse"``.
 
     Returns:
         0-d fp32 tensor; 0 (attached to the graph) when no group has tokens on both sides.
@@ -134,6 +138,6 @@ def span_group_hidden_loss(
                 f"The student's group states map to width {mapped.shape[-1]} but the teacher's "
                 f"are {sum_t.shape[-1]} wide; pass a head (H_s → H_t)."
             )
-        # cos(·, mean_t) == cos(·, sum_t): the teacher's counts only mark which groups exist.
-        cos = F.cosine_similarity(mapped.float(), sum_t, dim=-1)  # (B·G,)
-        return masked_mean_across_ranks(1 - cos, (count_s > 0) & (count_t > 0))
+        mean_t = sum_t / count_t.clamp_min(1)[:, None]  # (B·G, H_t)
+        dist = token_distance(mapped.float(), mean_t, distance)  # (B·G,)
+        return masked_mean_across_ranks(dist, (count_s > 0) & (count_t > 0))
