@@ -65,6 +65,8 @@ cpu-bench:
 # where it stopped, on any machine. Ordered so that a partial sweep already answers the main
 # questions (SAMD and the two sentence-level baselines first, then each target). minilm-l3
 # trains at lr 1e-4, every method alike (chosen on the dev protocol: results/bench-dev/README.md).
+# SAMD keeps half of its update (WiSE-FT, TrainConfig.interpolate = 0.5, bench-dev finding 10);
+# SAMD+no-wise is the same training without it (the trained weights: identical per seed).
 # ≈ 10 h on 2 cores.
 BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
 L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
@@ -74,6 +76,7 @@ bench:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 embeddinggemma-300m"
 	$(L6) --methods SAMD Relational EmbedDistill --seeds 0 --reference
 	$(L6) --methods SAMD Relational --seeds 1 2
+	$(L6) --methods SAMD --tag no-wise --param interpolate=1 --seeds 0 1 2
 	$(L6) --methods SAMD-MRL --seeds 0
 	mkdir -p results/bench/l3/runs/_reference
 	cp -n results/bench/runs/_reference/teacher-embeddinggemma-300m.json results/bench/l3/runs/_reference/

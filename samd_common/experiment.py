@@ -56,6 +56,7 @@ from samd_common.evaluation.mteb_tasks import get_mteb_task
 from samd_common.evaluation.suite import default_dims, evaluate_depth_grid, evaluate_suite
 from samd_common.methods import MethodSpec, TeacherInfo, get_method
 from samd_common.models import load_encoder, save_encoder, transformer_layers
+from samd_common.models.merge import interpolate_weights
 from samd_common.models.tiny import resolve_model
 from samd_common.reporting.keys import with_depth
 from samd_common.reporting.plots import plot_depth_grid, plot_dims, plot_mteb
@@ -423,7 +424,14 @@ def train_method(run: RunState) -> None:
     method = run.build_method(student, run.cache, cfg.params).to(student.device)
     cfg.train.checkpoint_dir = cfg.train.checkpoint_dir or str(run.run_dir / "checkpoints")
     on_epoch = (lambda epoch: _score_full_dim(run, epoch)) if cfg.eval.every_epoch else None
+    alpha = cfg.train.interpolate  # WiSE-FT: keep this share of the update (models.merge)
+    start = (
+        {k: v.detach().cpu().clone() for k, v in student.state_dict().items()} if alpha < 1 else {}
+    )
     history = train(method, dataset, cfg.train, collate_fn=dataset.collate, on_epoch=on_epoch)
+    if start:
+        student.load_state_dict(interpolate_weights(start, student.state_dict(), alpha))
+        log.info("student weights: θ₀ + %g·(θ − θ₀) (WiSE-FT, TrainConfig.interpolate)", alpha)
     median = float(np.median(history.step_times)) if history.step_times else 0
     run.timings["step_median_s"] = median
     run.train_summary = {

@@ -155,6 +155,7 @@ METHODS: dict[str, MethodSpec] = {
             samd.SAMDParams,
             teacher_widths=SAMD_WIDTHS,
             defaults={},
+            train_defaults={"interpolate": 0.5},  # WiSE-FT; dev study, bench-dev finding 10
             paper="Span-Aware Matryoshka Distillation",
             summary=(
                 "Cross-tokenizer distillation at every Matryoshka prefix of the student, with "

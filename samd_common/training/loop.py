@@ -75,6 +75,10 @@ class TrainConfig:
     # paired with one of its k nearest texts under the cached teacher (``training.samplers``), so
     # in-batch losses also see related pairs. Needs a dataset with a teacher cache.
     neighbours: int = 0
+    # WiSE-FT (``models.merge``): after training the student keeps this share of its update,
+    # θ₀ + α·(θ − θ₀), θ₀ its weights before training; 1 = the trained weights as they are.
+    # Applied by the experiment's train stage (``experiment.train_method``), not by ``train``.
+    interpolate: float = 1.0
     checkpoint_dir: str | None = None  # per-epoch checkpoints (None = no checkpoints)
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
     show_progress: bool = True  # tqdm bar
@@ -119,6 +123,7 @@ class TrainConfig:
         check_count("max_nonfinite", self.max_nonfinite, 0)
         check_count("num_workers", self.num_workers, 0)
         check_count("neighbours", self.neighbours, 0)
+        check_number("interpolate", self.interpolate, 0, 1)
         check_count("log_every", self.log_every, 1)
         for name in ("bf16", "resume", "show_progress", "find_unused_parameters"):
             check_bool(name, getattr(self, name))
@@ -221,6 +226,7 @@ _RESUME_FREE = frozenset(
         "num_workers",
         "find_unused_parameters",
         "log_every",
+        "interpolate",  # applied after training
     }
 )
 
