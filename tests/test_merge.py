@@ -92,5 +92,6 @@ def test_samd_keeps_half_of_its_update_by_default():
 
     assert make_config("SAMD", preset="bench").train.interpolate == 0.5
     assert make_config("Relational", preset="bench").train.interpolate == 1.0
+    assert make_config("SAMD", preset="demo").train.interpolate == 1.0  # the preset's choice
     with pytest.raises(ValueError, match="interpolate"):
         make_config("SAMD", preset="smoke", interpolate=1.5)
