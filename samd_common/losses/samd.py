@@ -67,6 +67,7 @@ from samd_common.distributed import gather_across_ranks
 from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
 from samd_common.losses.embed_distill import pointwise_loss, prefix_pointwise_loss, resolve_target
 from samd_common.losses.matryoshka import check_matryoshka_dims
+from samd_common.losses.mined import DISTANCES
 from samd_common.losses.params import DistillParams
 from samd_common.losses.relational import relational_loss
 from samd_common.losses.span_terms import span_attention_cka_loss, span_group_hidden_loss
@@ -123,7 +124,7 @@ class SAMDParams(DistillParams):
             **super().rules(),
             "target in ('auto', 'prefix', 'projection')": self.target
             in ("auto", "prefix", "projection"),
-            "span_distance in ('cosine', 'mse')": self.span_distance in ("cosine", "mse"),
+            f"span_distance in {DISTANCES}": self.span_distance in DISTANCES,
             "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
                 *weights, self.lambda_sam, self.margin
             )
