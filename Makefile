@@ -76,7 +76,9 @@ bench:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 embeddinggemma-300m"
 	$(L6) --methods SAMD Relational EmbedDistill --seeds 0 --reference
 	$(L6) --methods SAMD Relational --seeds 1 2
-	$(L6) --methods SAMD --tag no-wise --param interpolate=1 --seeds 0 1 2
+	$(L6) --methods SAMD --tag no-wise --param interpolate=1 --seeds 0 1 2 \
+	  --param 'params={"span_distance": "cosine"}'
+	$(L6) --methods SAMD --tag span-cos --seeds 0 1 --param 'params={"span_distance": "cosine"}'
 	$(L6) --methods SAMD-MRL --seeds 0
 	mkdir -p results/bench/l3/runs/_reference
 	cp -n results/bench/runs/_reference/teacher-embeddinggemma-300m.json results/bench/l3/runs/_reference/
@@ -121,8 +123,23 @@ bench-dev:
 	mkdir -p results/bench-dev/l3/runs/_reference
 	cp -n results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json \
 	  results/bench-dev/l3/runs/_reference/
-	$(DEV3) --methods SAMD --tag s1000 --param max_steps=1000
-	$(DEV3) --methods SAMD --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
+	$(DEV3) --methods SAMD --tag s1000 --param max_steps=1000 --param interpolate=1 \
+	  --param 'params={"span_distance": "cosine"}'
+	$(DEV3) --methods SAMD --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4 \
+	  --param interpolate=1 --param 'params={"span_distance": "cosine"}'
+	# Findings 10-14: SAMD keeps half of its update (α = ½); CDM beside it; the MSE span term.
+	$(DEV) --methods CDM --tag s1000 --param max_steps=1000
+	$(DEV) --methods SAMD --tag s1000-wise --param max_steps=1000 --seeds 1
+	$(DEV) --methods SAMD --tag s1000-span-mse --param max_steps=1000 --seeds 0 1 \
+	  --param 'params={"span_distance": "mse"}'
+	# minilm-l3 with SAMD's current defaults, the whole update kept, then its WiSE α grid
+	$(DEV3) --methods SAMD --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
+	  --param interpolate=1
+	mkdir -p results/bench-dev/l3/wise
+	for a in 0.25 0.5 0.75; do $(PY) scripts/evaluate.py --interpolate-from minilm-l3 --alpha $$a \
+	  --model $(RUNS)/l3/bench-dev/SAMD+s1000-lr1e-4-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l3-bench-dev-seed0/student \
+	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
+	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/l3/wise/SAMD-a$$a.json; done
 
 lint: setup
 	$(PY) -m ruff check .

@@ -14,9 +14,10 @@ student, through three terms whose targets never move (the teacher runs once, in
 * ``L_span`` — the span-aware, cross-tokenizer term: both tokenizations of a text are cut into
   *span groups* (connected components of the character-overlap graph of their tokens, so each
   group covers the same characters on both sides); the mean student token state of each group,
-  through a **student-side** head ``Q: H_s → H_t`` (dropped after training), regresses (cosine)
-  onto the mean teacher token state of the same group. It carries token-level knowledge that a
-  pooled embedding cannot, with no shared vocabulary.
+  through a **student-side** head ``Q: H_s → H_t`` (dropped after training), regresses (mean
+  squared error, CDM's distance; ``span_distance="cosine"`` is the first design's) onto the mean
+  teacher token state of the same group. It carries token-level knowledge that a pooled
+  embedding cannot, with no shared vocabulary.
 
 The teacher targets are **centred** (``center``): the corpus mean of the cached teacher embeddings
 (``TeacherInfo.pooled_mean``, a fixed vector) is subtracted before both sentence-level terms.
@@ -34,16 +35,21 @@ first SAMD design (``use_sam``; needs eager attention).
 ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
 ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t`` (centred teacher embedding),
 ``L_rel = Σ_m w_m (λ_sim·L_sim(S(s_{:m}), S(t̃)) + λ_resim·L_resim(S(s_{:m}), S(t̃)))``,
-``L_span = mean_{(b, g)} (1 − cos(Q·mean_{j∈g} h_s[b, j], mean_{i∈g} h_t[b, i]))``,
+``L_span = mean_{(b, g)} mean_d (Q·mean_{j∈g} h_s[b, j] − mean_{i∈g} h_t[b, i])²``,
 m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
 Each term's place and weight is decided on the benchmark's dev protocol
 (``results/bench-dev/README.md``, one seed, 1,000 steps): ``L_point`` is **off by default**
 (``lambda_point=0``): with it SAMD's avg ID was 74.31, without it 78.37 / 78.46 / 78.58 in three
 variants (with/without ``L_span``, on teacher-neighbour batches) — its pull onto the teacher's
-pointwise directions costs STS (STS-B 74.8 vs 84.8). ``L_span`` stays at weight 1 but has not
-earned its place yet: without it avg ID 78.46 vs 78.37 with it (within one seed's noise).
-So the default objective is ``L = Σ_m (λ_sim·L_sim + λ_resim·L_resim) + λ_span·L_span`` on
-centred targets; ``lambda_point=1`` restores the pointwise term.
+pointwise directions costs STS (STS-B 74.8 vs 84.8). ``L_span`` with the cosine distance did
+not earn its place (without it avg ID 78.46 vs 78.37 with it, within one seed's noise); with
+the **mean squared error** (the distance CDM applies to its DTW-aligned tokens) it does: at α = ½
+over seeds 0 and 1, MSE − cosine = +0.38 ± 0.05 avg ID, +0.85 ± 0.35 OOD, +0.82 ± 0.04 avg ID
+@96 (79.12 / 79.19 vs 78.79 / 78.76; finding 13). So the default objective is
+``L = Σ_m (λ_sim·L_sim + λ_resim·L_resim) + λ_span·L_span`` on centred targets, L_span in MSE;
+``lambda_point=1`` restores the pointwise term, ``span_distance="cosine"`` the first span term.
+The MSE span term's value (≈ 13 at the end of a run) is two orders of magnitude above
+``L_rel``'s (≈ 0.15), so it carries most of the gradient.
 
 After training, SAMD's student keeps **half of its update**: ``θ = θ₀ + α·(θ₁ − θ₀)``, α = ½
 (WiSE-FT, Wortsman et al. 2022; ``models.merge``, ``TrainConfig.interpolate``, SAMD's registry
@@ -108,7 +114,7 @@ class SAMDParams(DistillParams):
     margin: float = 0.015  # L_resim's margin (Jasper)
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
-    span_distance: str = "cosine"  # L_span's distance: cosine | mse (CDM's)
+    span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
