@@ -101,7 +101,7 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     rel, _ = relational_loss(s, t, DIMS)
     b = batch
     span = span_group_hidden_loss(
-        out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head,
+        *(out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head),
         distance="mse",  # SAMD's default span distance (dev finding 13)
     )
     assert loss.item() == pytest.approx((rel + span).item(), rel=1e-5)
