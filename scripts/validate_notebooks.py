@@ -47,6 +47,7 @@ max_steps: Optional[int] = None  # steps, replace epochs; preset full: {max_step
 resume: bool = False  # continue an interrupted run from its last per-epoch checkpoint
 log_every: Optional[int] = None  # training-curve / progress-log interval in steps; None: 10
 neighbours: Optional[int] = None  # pair batch texts with k teacher neighbours; None: {neighbours}
+interpolate: Optional[float] = None  # keep this share α of the update, θ₀ + α(θ − θ₀); None: {alpha}
 {extra}params: Optional[dict] = None  # method parameters over its defaults (listed above)"""
 # The suite's tasks: built-in names and/or the user's CSVs (data.user_tasks), made ``tasks=``.
 EVAL_TASKS = (
@@ -73,7 +74,7 @@ LOGGING = (
 CONFIG_ARGS = (
     *("teacher", "student", "train_csv", "eval_dir", "preset", "seed", "output_dir"),
     *("epochs", "lr", "batch_size", "max_texts", "max_steps", "resume", "log_every"),
-    "neighbours",
+    *("neighbours", "interpolate"),
 )  # parameters passed on to make_config by keyword (then the method's extras, then params)
 
 
@@ -131,6 +132,7 @@ def _parameters(spec: MethodSpec) -> str:
         max_texts="all texts" if p.max_texts is None else p.max_texts,
         max_steps=p.train.get("max_steps") or "unset",
         neighbours={**spec.train_defaults, **p.train}.get("neighbours", 0),
+        alpha={**spec.train_defaults, **p.train}.get("interpolate", 1.0),
         extra="".join(f"{line}\n" for line in _extra_parameters(spec)),
     )
 

@@ -369,6 +369,7 @@ def test_evaluate_cli_as_a_process_exits_2_without_traceback(tmp_path):
         (["--param", "params=not json"], ["params is not valid JSON"]),
         (["--param", "epochs"], ["--param 'epochs'", "name=value"]),
         (["--param", "seed=3"], ["--param seed: the runner sets it; use --seeds"]),
+        (["--param", "interpolate=2"], ["interpolate"]),
         (["--seeds", "-1"], ["seed must be an integer ≥ 0, got -1"]),
         (["--preset", "smok"], ["Unknown preset 'smok'. Did you mean 'smoke'?"]),
         (["--methods", "SAMX"], ["Unknown method 'SAMX'", "'SAMD'"]),
@@ -393,6 +394,17 @@ def _fake_run(calls: list, error: Exception | None = None):
         return RUNNER.write_json_atomic(run_dir / "results.json", {"method": method, "metrics": {}})
 
     return run_one
+
+
+def test_runner_passes_interpolate_to_the_notebook(tmp_path, monkeypatch):
+    """``--param interpolate=1`` (the Makefile's SAMD+no-wise rows) reaches the run's config."""
+    calls: list = []
+    monkeypatch.setattr(RUNNER, "run_one", _fake_run(calls))
+    base = ["--methods", "SAMD", "--preset", "smoke", "--output-dir", str(tmp_path)]
+    assert RUNNER.main([*base, "--tag", "no-wise", "--param", "interpolate=1"]) == 0
+    assert calls[0][2]["interpolate"] == 1
+    assert make_config("SAMD", preset="smoke", interpolate=1.0).train.interpolate == 1.0
+    assert make_config("SAMD", preset="smoke", interpolate=None).train.interpolate == 0.5
 
 
 def test_runner_reruns_a_truncated_results_file_and_skips_a_valid_one(tmp_path, monkeypatch):
