@@ -117,6 +117,7 @@ def _method(spec: MethodSpec) -> str:
 def _parameters(spec: MethodSpec) -> str:
     """The ``parameters`` cell: typed defaults that state the real (preset ``full``) values."""
     p = PRESETS["full"].for_method(spec.name)
+    train = {**spec.train_defaults, **p.train}  # the TrainConfig values the run will start from
     corpus_help, eval_help = HELP[spec.hooks.protocol]
     teacher_note = "" if spec.needs_teacher else " (unused: teacher-free method)"
     return PARAMETERS.format(
@@ -131,8 +132,8 @@ def _parameters(spec: MethodSpec) -> str:
         batch_size=p.batch_size,
         max_texts="all texts" if p.max_texts is None else p.max_texts,
         max_steps=p.train.get("max_steps") or "unset",
-        neighbours={**spec.train_defaults, **p.train}.get("neighbours", 0),
-        alpha={**spec.train_defaults, **p.train}.get("interpolate", 1.0),
+        neighbours=train.get("neighbours", 0),
+        alpha=train.get("interpolate", 1.0),
         extra="".join(f"{line}\n" for line in _extra_parameters(spec)),
     )
 

@@ -100,10 +100,10 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     t = t - t.mean(0)  # centred; without a corpus mean, the batch's
     rel, _ = relational_loss(s, t, DIMS)
     b = batch
+    h_s = out["token_embeddings"]
     span = span_group_hidden_loss(
-        *(out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head),
-        distance="mse",  # SAMD's default span distance (dev finding 13)
-    )
+        h_s, b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head, distance="mse"
+    )  # mse: SAMD's default span distance (dev finding 13)
     assert loss.item() == pytest.approx((rel + span).item(), rel=1e-5)
     # with lambda_point = 1 the loss adds L_point over the same prefixes
     with_point = samd(student, lambda_point=1.0)
