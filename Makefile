@@ -98,8 +98,12 @@ DEV = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 \
   --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) --archive results/bench-dev/runs
 DEV3 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --student minilm-l3 \
   --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)/l3 --archive results/bench-dev/l3/runs
+DEVE5 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --teacher e5-small \
+  --student minilm-l3 --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)/e5l3 \
+  --archive results/bench-dev/e5-l3/runs --param max_texts=4800 --param max_steps=300 \
+  --param lr=1e-4 --param interpolate=1 --methods SAMD
 bench-dev:
-	$(MAKE) models MODELS="minilm-l6 embeddinggemma-300m"
+	$(MAKE) models MODELS="minilm-l6 minilm-l3 e5-small embeddinggemma-300m"
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
 	$(DEV) --methods EmbedDistill Relational SAMD --tag s1000 --param max_steps=1000
 	$(DEV) --methods SAMD --tag s1000-no-point --param max_steps=1000 --param 'params={"lambda_point": 0.0}'
@@ -141,6 +145,21 @@ bench-dev:
 	  --model $(RUNS)/l3/bench-dev/SAMD+s1000-lr1e-4-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l3-bench-dev-seed0/student \
 	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
 	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/l3/wise/SAMD-a$$a.json; done
+	# Finding 15: α for the MSE span term on minilm-l6 (the whole update, then α = ¾), L_rel
+	# ablated; the scale-free span term (span_norm) on the demo pair and on minilm-l6.
+	$(DEV) --methods SAMD --tag s1000-span-mse-no-wise --param max_steps=1000 --param interpolate=1
+	mkdir -p results/bench-dev/wise-mse
+	$(PY) scripts/evaluate.py --interpolate-from minilm-l6 --alpha 0.75 \
+	  --model $(RUNS)/bench-dev/SAMD+s1000-span-mse-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student \
+	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
+	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise-mse/SAMD-a0.75.json
+	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 \
+	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
+	$(DEV) --methods SAMD --tag s1000-span-norm16 --param max_steps=1000 \
+	  --param 'params={"span_norm": true, "lambda_span": 16.0}'
+	$(DEVE5) --tag s300
+	$(DEVE5) --tag s300-span-norm16 --param 'params={"span_norm": true, "lambda_span": 16.0}'
+	$(DEVE5) --tag s300-no-span --param 'params={"lambda_span": 0.0}'
 
 lint: setup
 	$(PY) -m ruff check .

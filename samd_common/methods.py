@@ -24,6 +24,8 @@ from samd_common.models import MODELS, SentenceEncoder, spec_from_directory
 from samd_common.skd import loss as skd
 from samd_common.skd import stages as skd_stages
 
+HIDDEN_VAR_ROWS = 65536  # token rows sampled for TeacherInfo.hidden_var
+
 
 @dataclass(frozen=True)
 class TeacherInfo:
@@ -36,6 +38,7 @@ class TeacherInfo:
     embed_dim: int | None = None  # width of the cached input embeddings (None: = hidden_dim)
     matryoshka_dims: tuple[int, ...] = ()  # dims it was Matryoshka-trained at (model table)
     pooled_mean: tuple[float, ...] = ()  # (D_t,) corpus mean of the cached pooled embeddings
+    hidden_var: float = 0.0  # σ̄²: per-dimension variance of the cached token states, averaged
 
     @classmethod
     def from_cache(cls, name: str, cache) -> TeacherInfo:
@@ -43,10 +46,17 @@ class TeacherInfo:
 
         ``layers`` comes from the cache key; the table is looked up by ``name``, else by the
         short name the cache recorded. ``pooled_mean`` is the mean of the cached (unnormalised)
-        pooled embeddings over the corpus, a fixed vector (SAMD centres its targets with it).
+        pooled embeddings over the corpus, a fixed vector (SAMD centres its targets with it);
+        ``hidden_var`` the variance of the cached content-token states, per dimension, averaged
+        over the dimensions (SAMD's ``span_norm`` divides its MSE span term by it), read off at
+        most ``HIDDEN_VAR_ROWS`` evenly strided token rows.
         """
         key = cache.meta["key"]
         mean = np.mean(cache.arrays["pooled"], axis=0, dtype=np.float64)  # (D_t,)
+        hidden, real = cache.arrays["hidden"], cache.arrays["real"]  # (N_tok, H_t), (N_tok,)
+        stride = max(1, len(hidden) // HIDDEN_VAR_ROWS)
+        rows = np.asarray(hidden[::stride], dtype=np.float32)[np.asarray(real[::stride], bool)]
+        var = float(rows.var(axis=0, dtype=np.float64).mean()) if len(rows) > 1 else 0.0
         return cls(
             name,
             cache.dim,
@@ -55,6 +65,7 @@ class TeacherInfo:
             int(cache.arrays["embed"].shape[1]),
             matryoshka_dims(name) or matryoshka_dims(str(key.get("teacher", ""))),
             tuple(float(v) for v in mean),
+            var,
         )
 
 
@@ -142,6 +153,7 @@ SAMD_WIDTHS = {
     "teacher_hidden_dim": "hidden_dim",
     "teacher_matryoshka_dims": "matryoshka_dims",
     "teacher_mean": "pooled_mean",
+    "teacher_hidden_var": "hidden_var",
 }
 TOKEN_WIDTHS = {"teacher_hidden_dim": "hidden_dim"}
 

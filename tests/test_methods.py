@@ -127,6 +127,11 @@ def test_teacher_info_carries_the_corpus_mean_of_the_cached_embeddings(setting):
     assert np.allclose(info.pooled_mean, pooled.mean(0))
     samd = build(METHODS["SAMD"], copy.deepcopy(student), info, {})  # the registry passes it on
     assert np.allclose(samd.teacher_mean.numpy(), pooled.mean(0), atol=1e-6)
+    hidden = np.asarray(cache.arrays["hidden"], dtype=np.float64)  # (N_tok, H_t), < the cap
+    content = hidden[np.asarray(cache.arrays["real"], bool)]
+    assert 0 < len(content) < len(hidden)  # special tokens are left out
+    assert info.hidden_var == pytest.approx(content.var(0).mean(), rel=1e-4)
+    assert samd.teacher_hidden_var == pytest.approx(info.hidden_var)
 
 
 def test_a_spec_is_plain_data():

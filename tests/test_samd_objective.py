@@ -82,6 +82,8 @@ def test_params_from_dict_and_validation():
         SAMDParams(sam_every=0)
     with pytest.raises(ValueError, match="span_distance"):
         SAMDParams(span_distance="l1")
+    with pytest.raises(ValueError, match="span_norm only with span_distance='mse'"):
+        SAMDParams(span_norm=True, span_distance="cosine")
     assert SAMDParams().resolve_dims(384) == [384, 192, 96, 48]
 
 
@@ -112,6 +114,33 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     point = prefix_pointwise_loss(s, t, DIMS)
     assert logs_p["point"] == pytest.approx(point.item(), rel=1e-5)
     assert (loss_p - loss).item() == pytest.approx(point.item(), rel=1e-4)
+
+
+def test_span_norm_divides_the_mse_span_term_by_the_teacher_variance(student):
+    """``span_norm``: L_span ÷ the given σ̄²_t; without one, ÷ the batch's teacher states'."""
+    student.eval()
+    batch = make_batch(student)
+    batch["t_hidden"] = 5.0 * batch["t_hidden"] + 2.0  # a teacher of another scale and offset
+    plain = samd(student, lambda_sim=0.0, lambda_resim=0.0)
+    given = SAMDLoss(
+        student,
+        D_T,
+        params=SAMDParams(dims=DIMS, lambda_sim=0.0, lambda_resim=0.0, span_norm=True),
+        teacher_hidden_var=4.0,
+    )
+    given.span_head.load_state_dict(plain.span_head.state_dict())  # same Q
+    with torch.no_grad():
+        _, raw = plain(batch, step=0, total_steps=1)
+        _, normed = given(batch, step=0, total_steps=1)
+        given.teacher_hidden_var = 0.0  # no corpus statistic: the batch's grouped tokens
+        _, from_batch = given(batch, step=0, total_steps=1)
+    assert normed["span"] == pytest.approx(raw["span"] / 4.0, rel=1e-6)
+    grouped = batch["t_hidden"][batch["t_group"] >= 0]  # (N, D_T)
+    var = grouped.var(0).mean().item()
+    assert var == pytest.approx(25.0, rel=0.3)  # 5² · a unit normal's variance
+    assert from_batch["span"] == pytest.approx(raw["span"] / var, rel=1e-5)
+    with pytest.raises(ValueError, match="teacher_hidden_var"):
+        SAMDLoss(student, D_T, params=SAMDParams(dims=DIMS), teacher_hidden_var=-1.0)
 
 
 def test_targets_equal_to_the_student_give_zero(student):

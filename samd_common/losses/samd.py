@@ -115,6 +115,7 @@ class SAMDParams(DistillParams):
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
     span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
+    span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
@@ -131,6 +132,8 @@ class SAMDParams(DistillParams):
             "target in ('auto', 'prefix', 'projection')": self.target
             in ("auto", "prefix", "projection"),
             f"span_distance in {DISTANCES}": self.span_distance in DISTANCES,
+            "span_norm only with span_distance='mse'": not self.span_norm
+            or self.span_distance == "mse",
             "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
                 *weights, self.lambda_sam, self.margin
             )
@@ -170,6 +173,9 @@ class SAMDLoss(Objective):
             decide ``target="auto"`` (prefix when the student fits inside them).
         teacher_mean: (D_t,) corpus mean of the cached teacher embeddings
             (``TeacherInfo.pooled_mean``) for ``center``; empty: the (global) batch's mean.
+        teacher_hidden_var: σ̄²_t, the cached teacher token states' per-dimension variance
+            averaged over dimensions (``TeacherInfo.hidden_var``) for ``span_norm``; 0: the
+            batch's grouped teacher tokens'.
 
     The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
     ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_span ``t_hidden``
@@ -203,10 +209,14 @@ class SAMDLoss(Objective):
         teacher_hidden_dim: int | None = None,
         teacher_matryoshka_dims: Sequence[int] = (),
         teacher_mean: Sequence[float] = (),
+        teacher_hidden_var: float = 0.0,
     ) -> None:
         super().__init__(student, params or SAMDParams())
         p, d_s, cfg = self.params, student.dim, student.backbone.config
         self.teacher_dim, self.teacher_layers = teacher_dim, teacher_layers
+        if teacher_hidden_var < 0:
+            raise ValueError(f"teacher_hidden_var is a variance (≥ 0); got {teacher_hidden_var}.")
+        self.teacher_hidden_var = float(teacher_hidden_var)
         self.dims = p.resolve_dims(d_s)
         self.weights = check_matryoshka_dims(self.dims, [d_s])
         self.target = resolve_target(p.target, d_s, teacher_dim, tuple(teacher_matryoshka_dims))
@@ -272,6 +282,21 @@ class SAMDLoss(Objective):
             return prefix_pointwise_loss(s, t, self.dims, self.weights)
         return pointwise_loss(self.proj(s.to(self.proj.weight.dtype)), t)
 
+    def span_loss(self, out: Outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_span; with ``span_norm`` divided by σ̄²_t (the share of the variance left)."""
+        p, t_hidden, t_group = self.params, batch["t_hidden"], batch["t_group"]
+        loss = span_group_hidden_loss(
+            out["token_embeddings"],
+            t_hidden,
+            *(batch["s_group"], t_group, self.span_head, p.span_distance),
+        )
+        if not p.span_norm:
+            return loss
+        var = self.teacher_hidden_var
+        if not var:  # (N, H_t) grouped teacher tokens of the batch → their mean variance
+            var = t_hidden[t_group >= 0].float().var(0).mean().clamp_min(1e-12).detach()
+        return loss / var
+
     def sam_loss(self, attentions: tuple[torch.Tensor, ...], batch: dict) -> torch.Tensor:
         """L_SAM averaged over the layer pairs, from the student's per-layer (B, H, T_s, T_s)."""
         t_attn = batch["t_attn"]  # (B, L, T_t, T_t)
@@ -319,11 +344,7 @@ class SAMDLoss(Objective):
             terms.update(parts)
             total = total + rel
         if p.lambda_span > 0:
-            terms["span"] = span_group_hidden_loss(
-                out["token_embeddings"],
-                batch["t_hidden"],
-                *(batch["s_group"], batch["t_group"], self.span_head, p.span_distance),
-            )
+            terms["span"] = self.span_loss(out, batch)
             total = total + p.lambda_span * terms["span"]
         if self.sam_due(step):
             terms["sam"] = self.sam_loss(out["attentions"], batch)
