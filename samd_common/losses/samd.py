@@ -49,7 +49,15 @@ over seeds 0 and 1, MSE − cosine = +0.38 ± 0.05 avg ID, +0.85 ± 0.35 OOD, +0
 ``L = Σ_m (λ_sim·L_sim + λ_resim·L_resim) + λ_span·L_span`` on centred targets, L_span in MSE;
 ``lambda_point=1`` restores the pointwise term, ``span_distance="cosine"`` the first span term.
 The MSE span term's value (≈ 13 at the end of a run) is two orders of magnitude above
-``L_rel``'s (≈ 0.15), so it carries most of the gradient.
+``L_rel``'s (≈ 0.15), so it carries most of the gradient. That value follows the teacher's
+token-state scale (σ̄²_t, the per-dimension variance of its cached states: 17.24 EmbeddingGemma,
+0.026 e5-small), and finding 15 shows both terms are needed because of it: with EmbeddingGemma
+L_rel adds nothing measurable (without it 79.32 vs 79.12), while on e5-small → minilm-l3 L_rel
+carries the whole gain (70.55 alone, 70.46 with the weak span term) and the span term alone
+loses (66.60; undistilled 68.71). ``span_norm=True`` makes the term scale-free (the MSE ÷ σ̄²_t,
+``TeacherInfo.hidden_var``); at λ_span = 16, EmbeddingGemma's implicit weight, it costs the
+e5-small pair 2.9 points, so it is an option, off: with another teacher, compare the logged
+``span`` with ``sim`` + ``resim`` and choose λ_span on a dev split.
 
 After training, SAMD's student keeps **half of its update**: ``θ = θ₀ + α·(θ₁ − θ₀)``, α = ½
 (WiSE-FT, Wortsman et al. 2022; ``models.merge``, ``TrainConfig.interpolate``, SAMD's registry
