@@ -159,6 +159,19 @@ bench-dev:
 	$(DEVE5) --tag s300-span-norm16 --param 'params={"span_norm": true, "lambda_span": 16.0}'
 	$(DEVE5) --tag s300-no-span --param 'params={"lambda_span": 0.0}'
 	$(DEVE5) --tag s300-no-rel --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
+	# Finding 16: why CDM leads on minilm-l3 — CDM on dev, SAMD ablated towards it (L_rel off,
+	# SimCSE on, both as in CDM), seed 1 of SAMD with and without L_rel.
+	$(DEV3) --methods CDM --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
+	  --param interpolate=1
+	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
+	  --tag s1000-lr1e-4-no-wise-no-rel --seeds 0 1 --param 'params={"lambda_sim": 0, "lambda_resim": 0}'
+	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
+	  --tag s1000-lr1e-4-no-wise-simcse --param 'params={"w_task": 0.5}'
+	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
+	  --tag s1000-lr1e-4-no-wise-cdm-like \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
+	$(DEV3) --methods SAMD --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
+	  --param interpolate=1 --seeds 1
 
 lint: setup
 	$(PY) -m ruff check .
