@@ -60,8 +60,8 @@ e5-small pair 2.9 points, so it is an option, off: with another teacher, compare
 ``span`` with ``sim`` + ``resim`` and choose λ_span on a dev split. L_span pairs practically the
 same tokens as CDM's DTW path (15.7 span groups vs 15.9 merged steps per text, finding 16): on
 EmbeddingGemma → minilm-l3, SAMD without L_rel at CDM's weights (SimCSE, w_task = w_kd = ½)
-scores what CDM scores (74.06 vs 74.00 dev avg ID), and L_rel costs 0.46 there (0.20 on
-minilm-l6) — its weight, like λ_span's, depends on the teacher.
+scores what CDM scores (74.06 vs 74.00 dev avg ID), and L_rel costs 0.61 ± 0.15 there (two
+seeds; 0.20 on minilm-l6) — its weight, like λ_span's, depends on the teacher.
 
 After training, SAMD's student keeps **half of its update**: ``θ = θ₀ + α·(θ₁ − θ₀)``, α = ½
 (WiSE-FT, Wortsman et al. 2022; ``models.merge``, ``TrainConfig.interpolate``, SAMD's registry
