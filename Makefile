@@ -172,6 +172,9 @@ bench-dev:
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
 	$(DEV3) --methods SAMD --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
 	  --param interpolate=1 --seeds 1
+	$(subst --methods SAMD,--methods CDM,$(DEVE5)) --tag s300
+	$(DEVE5) --tag s300-cdm-like \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
 
 lint: setup
 	$(PY) -m ruff check .
