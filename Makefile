@@ -102,6 +102,10 @@ DEVE5 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --teacher 
   --student minilm-l3 --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS)/e5l3 \
   --archive results/bench-dev/e5-l3/runs --param max_texts=4800 --param max_steps=300 \
   --param lr=1e-4 --param interpolate=1 --methods SAMD
+# minilm-l3 on dev as on test: 1,000 steps, lr 1e-4, the whole update kept (findings 9, 14)
+DEV3T = $(DEV3) --param max_steps=1000 --param lr=1e-4 --param interpolate=1
+# SAMD at CDM's recipe: L_rel off, SimCSE at CDM's weights (finding 16)
+CDM_LIKE = --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
 bench-dev:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 e5-small embeddinggemma-300m"
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
@@ -138,8 +142,7 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-span-mse --param max_steps=1000 --seeds 0 1 \
 	  --param 'params={"span_distance": "mse"}'
 	# minilm-l3 with SAMD's current defaults, the whole update kept, then its WiSE α grid
-	$(DEV3) --methods SAMD --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
-	  --param interpolate=1
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise
 	mkdir -p results/bench-dev/l3/wise
 	for a in 0.25 0.5 0.75; do $(PY) scripts/evaluate.py --interpolate-from minilm-l3 --alpha $$a \
 	  --model $(RUNS)/l3/bench-dev/SAMD+s1000-lr1e-4-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l3-bench-dev-seed0/student \
@@ -161,20 +164,14 @@ bench-dev:
 	$(DEVE5) --tag s300-no-rel --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
 	# Finding 16: why CDM leads on minilm-l3 — CDM on dev, SAMD ablated towards it (L_rel off,
 	# SimCSE on, both as in CDM), seed 1 of SAMD with and without L_rel.
-	$(DEV3) --methods CDM --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
-	  --param interpolate=1
-	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
-	  --tag s1000-lr1e-4-no-wise-no-rel --seeds 0 1 --param 'params={"lambda_sim": 0, "lambda_resim": 0}'
-	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
-	  --tag s1000-lr1e-4-no-wise-simcse --param 'params={"w_task": 0.5}'
-	$(DEV3) --methods SAMD --param max_steps=1000 --param lr=1e-4 --param interpolate=1 \
-	  --tag s1000-lr1e-4-no-wise-cdm-like \
-	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
-	$(DEV3) --methods SAMD --tag s1000-lr1e-4-no-wise --param max_steps=1000 --param lr=1e-4 \
-	  --param interpolate=1 --seeds 1
-	$(subst --methods SAMD,--methods CDM,$(DEVE5)) --tag s300
-	$(DEVE5) --tag s300-cdm-like \
-	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
+	$(DEV3T) --methods CDM --tag s1000-lr1e-4-no-wise
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel --seeds 0 1 \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0}'
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-simcse --param 'params={"w_task": 0.5}'
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-cdm-like $(CDM_LIKE)
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise --seeds 1
+	$(DEVE5) --methods CDM --tag s300
+	$(DEVE5) --tag s300-cdm-like $(CDM_LIKE)
 
 lint: setup
 	$(PY) -m ruff check .
