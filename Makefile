@@ -172,6 +172,9 @@ bench-dev:
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise --seeds 1
 	$(DEVE5) --methods CDM --tag s300
 	$(DEVE5) --tag s300-cdm-like $(CDM_LIKE)
+	# Finding 17: the span term at every student prefix (one head per prefix), L_rel off.
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-span-mrl \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "span_prefixes": true}'
 
 lint: setup
 	$(PY) -m ruff check .

@@ -116,6 +116,31 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     assert (loss_p - loss).item() == pytest.approx(point.item(), rel=1e-4)
 
 
+def test_span_prefixes_sum_the_span_term_over_the_student_prefixes(student):
+    """``span_prefixes``: one head Q_m per prefix m on h_s[..., :m]; L_span = Σ_m L_span(m)."""
+    student.eval()
+    batch = make_batch(student)
+    loss_fn = samd(student, lambda_sim=0.0, lambda_resim=0.0, span_prefixes=True)
+    assert [(q.in_features, q.out_features) for q in loss_fn.span_heads] == [(32, D_T), (16, D_T)]
+    assert loss_fn.span_head is loss_fn.span_heads[0]
+    with torch.no_grad():
+        h_s = student(batch["input_ids"], batch["attention_mask"])["token_embeddings"]
+        _, logs = loss_fn(batch, step=0, total_steps=1)
+    b = batch
+    by_hand = sum(
+        span_group_hidden_loss(h_s[..., :m], b["t_hidden"], b["s_group"], b["t_group"], q, "mse")
+        for m, q in zip(DIMS, loss_fn.span_heads, strict=True)
+    )
+    assert logs["span"] == pytest.approx(float(by_hand), rel=1e-5)
+    # the full-width term alone (same Q on all 32 dims) is the sum's first part only
+    plain = samd(student, lambda_sim=0.0, lambda_resim=0.0)
+    plain.span_head.load_state_dict(loss_fn.span_head.state_dict())
+    with torch.no_grad():
+        _, logs_full = plain(batch, step=0, total_steps=1)
+    assert logs["span"] > logs_full["span"] > 0
+    assert len(samd(student, lambda_span=0.0).span_heads) == 0
+
+
 def test_span_norm_divides_the_mse_span_term_by_the_teacher_variance(student):
     """``span_norm``: L_span ÷ the given σ̄²_t; without one, ÷ the batch's teacher states'."""
     student.eval()
