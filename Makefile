@@ -175,6 +175,9 @@ bench-dev:
 	# Finding 17: the span term at every student prefix (one head per prefix), L_rel off.
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-span-mrl \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "span_prefixes": true}'
+	# Finding 18: the span targets mapped through the teacher's linear Dense head, L_rel off.
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-span-emb --seeds 0 1 \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "span_space": "embedding"}'
 
 lint: setup
 	$(PY) -m ruff check .

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from samd_common.config import RunHooks
 from samd_common.losses import cdm, dskd, embed_distill, emo, ese, mined, mrl, relational, samd
 from samd_common.losses.base import Objective
 from samd_common.losses.params import Params
 from samd_common.models import MODELS, SentenceEncoder, spec_from_directory
+from samd_common.models.io import linear_head
 from samd_common.skd import loss as skd
 from samd_common.skd import stages as skd_stages
 
@@ -39,6 +41,7 @@ class TeacherInfo:
     matryoshka_dims: tuple[int, ...] = ()  # dims it was Matryoshka-trained at (model table)
     pooled_mean: tuple[float, ...] = ()  # (D_t,) corpus mean of the cached pooled embeddings
     hidden_var: float = 0.0  # σ̄²: per-dimension variance of the cached token states, averaged
+    head: torch.Tensor | None = field(default=None, compare=False, repr=False)  # (D_t, H_t)
 
     @classmethod
     def from_cache(cls, name: str, cache) -> TeacherInfo:
@@ -49,7 +52,8 @@ class TeacherInfo:
         pooled embeddings over the corpus, a fixed vector (SAMD centres its targets with it);
         ``hidden_var`` the variance of the cached content-token states, per dimension, averaged
         over the dimensions (SAMD's ``span_norm`` divides its MSE span term by it), read off at
-        most ``HIDDEN_VAR_ROWS`` evenly strided token rows.
+        most ``HIDDEN_VAR_ROWS`` evenly strided token rows; ``head`` the teacher's Dense head
+        as one matrix when it is linear (``models.io.linear_head``; None otherwise).
         """
         key = cache.meta["key"]
         mean = np.mean(cache.arrays["pooled"], axis=0, dtype=np.float64)  # (D_t,)
@@ -66,6 +70,7 @@ class TeacherInfo:
             matryoshka_dims(name) or matryoshka_dims(str(key.get("teacher", ""))),
             tuple(float(v) for v in mean),
             var,
+            linear_head(name) if name else None,
         )
 
 
@@ -154,6 +159,7 @@ SAMD_WIDTHS = {
     "teacher_matryoshka_dims": "matryoshka_dims",
     "teacher_mean": "pooled_mean",
     "teacher_hidden_var": "hidden_var",
+    "teacher_head": "head",
 }
 TOKEN_WIDTHS = {"teacher_hidden_dim": "hidden_dim"}
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from samd_common.models import (
     save_encoder,
     spec_from_directory,
 )
-from samd_common.models.io import _load_dense_head
+from samd_common.models.io import _load_dense_head, linear_head
 from samd_common.models.pooling import cls_pool, embed_token_pool, last_token_pool, mean_pool, pool
 
 
@@ -100,6 +101,32 @@ def test_dense_head_is_read_from_sentence_transformers_layout(tmp_path):
     x = torch.randn(2, 4)
     assert torch.allclose(head(x), x @ weight.T)
     assert spec_from_directory(tmp_path).dense is True
+
+
+def test_linear_head_composes_the_dense_layers_and_refuses_a_bias(tmp_path):
+    """``linear_head``: W = W_2·W_1 for bias-free identity Dense layers; None with a bias."""
+    weights = [torch.randn(6, 4), torch.randn(3, 6)]
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "Transformer"}]
+    for i, w in enumerate(weights):
+        folder = tmp_path / f"{i + 2}_Dense"
+        folder.mkdir()
+        cfg = {"in_features": w.shape[1], "out_features": w.shape[0], "bias": False}
+        (folder / "config.json").write_text(json.dumps(cfg))
+        save_file({"linear.weight": w}, folder / "model.safetensors")
+        modules.append({"idx": i + 1, "name": str(i + 1), "path": folder.name, "type": "Dense"})
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "config.json").write_text("{}")
+    found = (spec_from_directory(tmp_path), str(tmp_path))  # what resolve_model would return
+    with patch("samd_common.models.io.resolve_model", return_value=found):
+        torch.testing.assert_close(linear_head("teacher"), weights[1] @ weights[0])
+        cfg = {"in_features": 4, "out_features": 6, "bias": True}
+        (tmp_path / "2_Dense" / "config.json").write_text(json.dumps(cfg))
+        save_file(
+            {"linear.weight": weights[0], "linear.bias": torch.zeros(6)},
+            tmp_path / "2_Dense" / "model.safetensors",
+        )
+        assert linear_head("teacher") is None  # affine: not one matrix
+    assert linear_head("no-such-model") is None
 
 
 def test_saved_student_loads_in_transformers_and_sentence_transformers(tiny_dirs, tmp_path):

@@ -141,6 +141,33 @@ def test_span_prefixes_sum_the_span_term_over_the_student_prefixes(student):
     assert len(samd(student, lambda_span=0.0).span_heads) == 0
 
 
+def test_span_space_embedding_maps_the_span_targets_through_the_teacher_head(student):
+    """``span_space="embedding"``: targets W·h_t ÷ rms singular value of W; needs a head."""
+    student.eval()
+    batch = make_batch(student)
+    w = torch.randn(24, D_T)  # a teacher whose linear Dense head maps H_t = 48 to D_t = 24
+    params = SAMDParams(dims=DIMS, lambda_sim=0.0, lambda_resim=0.0, span_space="embedding")
+    loss_fn = SAMDLoss(student, 24, params=params, teacher_hidden_dim=D_T, teacher_head=w)
+    assert loss_fn.span_head.out_features == 24  # Q maps onto the embedding's space
+    rms = torch.linalg.svdvals(w).square().mean().sqrt()
+    torch.testing.assert_close(loss_fn.span_map, w / rms)
+    b = batch
+    with torch.no_grad():
+        h_s = student(b["input_ids"], b["attention_mask"])["token_embeddings"]
+        _, logs = loss_fn(dict(b, t_pooled=torch.randn(len(TEXTS), 24)), step=0, total_steps=1)
+        mapped = b["t_hidden"] @ (w / rms).T  # (B, T_t, 24)
+        by_hand = span_group_hidden_loss(
+            h_s, mapped, b["s_group"], b["t_group"], loss_fn.span_head, "mse"
+        )
+    assert logs["span"] == pytest.approx(float(by_hand), rel=1e-5)
+    with pytest.raises(ValueError, match="linear Dense head"):
+        SAMDLoss(student, 24, params=params, teacher_hidden_dim=D_T)
+    with pytest.raises(ValueError, match=r"teacher_head must be \(D_t, 48\)"):
+        SAMDLoss(student, 24, params=params, teacher_hidden_dim=D_T, teacher_head=w.T)
+    with pytest.raises(ValueError, match="span_space"):
+        SAMDParams(span_space="output")
+
+
 def test_span_norm_divides_the_mse_span_term_by_the_teacher_variance(student):
     """``span_norm``: L_span ÷ the given σ̄²_t; without one, ÷ the batch's teacher states'."""
     student.eval()

@@ -167,6 +167,7 @@ class SAMDMRLLoss(SAMDLoss):
         teacher_matryoshka_dims: the teacher's Matryoshka dims (L_point's target).
         teacher_mean: the teacher's corpus-mean embedding (SAMD's centred targets).
         teacher_hidden_var: the teacher states' mean variance (SAMD's ``span_norm``).
+        teacher_head: the teacher's linear Dense head (SAMD's ``span_space="embedding"``).
 
     References:
         Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022,
@@ -191,10 +192,11 @@ class SAMDMRLLoss(SAMDLoss):
         teacher_matryoshka_dims: Sequence[int] = (),
         teacher_mean: Sequence[float] = (),
         teacher_hidden_var: float = 0.0,
+        teacher_head: torch.Tensor | None = None,
     ) -> None:
         params = params or SAMDMRLParams()
         widths = (teacher_dim, teacher_layers, params, teacher_hidden_dim, teacher_matryoshka_dims)
-        super().__init__(student, *widths, teacher_mean, teacher_hidden_var)
+        super().__init__(student, *widths, teacher_mean, teacher_hidden_var, teacher_head)
         self.mrl_dims = MRLParams(min_dim=params.mrl_min_dim, dims=params.mrl_dims).resolve_dims(
             student.dim
         )

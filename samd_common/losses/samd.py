@@ -32,7 +32,9 @@ Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task te
 (``w_task > 0``, a second student pass), ``L_SAM``, the span-projected attention CKA of the
 first SAMD design (``use_sam``; needs eager attention), and L_span at every student prefix
 (``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over
-m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17).
+m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through
+a linear teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's
+embedding is pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18).
 
 ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
 ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t`` (centred teacher embedding),
@@ -131,6 +133,7 @@ class SAMDParams(DistillParams):
     span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
     span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
     span_prefixes: bool = False  # L_span at every student prefix m (a head Q_m: m → H_t each)
+    span_space: str = "hidden"  # L_span's targets: hidden (token states) | embedding (W·h_t)
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
@@ -149,6 +152,9 @@ class SAMDParams(DistillParams):
             f"span_distance in {DISTANCES}": self.span_distance in DISTANCES,
             "span_norm only with span_distance='mse'": not self.span_norm
             or self.span_distance == "mse",
+            "span_space in ('hidden', 'embedding')": self.span_space in ("hidden", "embedding"),
+            "span_norm only with span_space='hidden'": not self.span_norm
+            or self.span_space == "hidden",
             "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
                 *weights, self.lambda_sam, self.margin
             )
@@ -191,6 +197,8 @@ class SAMDLoss(Objective):
         teacher_hidden_var: σ̄²_t, the cached teacher token states' per-dimension variance
             averaged over dimensions (``TeacherInfo.hidden_var``) for ``span_norm``; 0: the
             batch's grouped teacher tokens'.
+        teacher_head: (D_t, H_t) the teacher's linear Dense head (``TeacherInfo.head``) for
+            ``span_space="embedding"``.
 
     The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
     ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_span ``t_hidden``
@@ -225,6 +233,7 @@ class SAMDLoss(Objective):
         teacher_matryoshka_dims: Sequence[int] = (),
         teacher_mean: Sequence[float] = (),
         teacher_hidden_var: float = 0.0,
+        teacher_head: torch.Tensor | None = None,
     ) -> None:
         super().__init__(student, params or SAMDParams())
         p, d_s, cfg = self.params, student.dim, student.backbone.config
@@ -258,8 +267,31 @@ class SAMDLoss(Objective):
             if point and self.target == "projection"
             else None
         )
-        h_t, span_widths = teacher_hidden_dim or teacher_dim, self.span_widths(cfg.hidden_size)
+        span_map = self.embedding_map(teacher_head, teacher_hidden_dim or teacher_dim)
+        self.register_buffer("span_map", span_map, persistent=False)  # (D_t, H_t) or (0, 0)
+        h_t = span_map.shape[0] if span_map.numel() else teacher_hidden_dim or teacher_dim
+        span_widths = self.span_widths(cfg.hidden_size)
         self.span_heads = nn.ModuleList(nn.Linear(m, h_t, device=device) for m in span_widths)
+
+    def embedding_map(self, head: torch.Tensor | None, hidden_dim: int) -> torch.Tensor:
+        """``span_space="embedding"``: W ÷ its rms singular value (D_t, H_t); else (0, 0).
+
+        W is the teacher's linear Dense head: the pooled embedding is ``W·mean_i h_i``, so the
+        mapped states ``W·h_i`` are what the embedding is made of. Dividing by the rms singular
+        value keeps the targets on the states' own scale (λ_span keeps its meaning).
+        """
+        if self.params.span_space != "embedding" or self.params.lambda_span == 0:
+            return torch.zeros(0, 0, device=self.student.device)
+        if head is None:
+            raise ValueError(
+                "span_space='embedding' needs the teacher's linear Dense head (TeacherInfo.head, "
+                "models.io.linear_head); this teacher has none: use span_space='hidden'."
+            )
+        head = torch.as_tensor(head, dtype=torch.float32, device=self.student.device)
+        if head.dim() != 2 or head.shape[1] != hidden_dim:
+            raise ValueError(f"teacher_head must be (D_t, {hidden_dim}); got {tuple(head.shape)}.")
+        rms = head.square().sum().div(min(head.shape)).sqrt()
+        return head / rms
 
     @property
     def span_head(self) -> nn.Linear | None:
@@ -316,6 +348,8 @@ class SAMDLoss(Objective):
     def span_loss(self, out: Outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_span; with ``span_norm`` divided by σ̄²_t (the share of the variance left)."""
         p, t_hidden, t_group = self.params, batch["t_hidden"], batch["t_group"]
+        if self.span_map.numel():  # (B, T_t, H_t) → (B, T_t, D_t), the embedding's space
+            t_hidden = t_hidden.float() @ self.span_map.T
         h_s, groups = out["token_embeddings"], (batch["s_group"], t_group)
         weights = self.weights if p.span_prefixes else [1.0]
         terms = [  # Q_m on the first m dims of each token state (m = H_s without span_prefixes)

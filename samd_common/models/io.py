@@ -56,6 +56,34 @@ def _load_dense_head(path: Path) -> nn.Sequential | None:
     return nn.Sequential(*layers) if layers else None
 
 
+def linear_head(name_or_path: str) -> torch.Tensor | None:
+    """The teacher's Dense head as one matrix, when it is purely linear (EmbeddingGemma's).
+
+    sentence-transformers Dense modules without bias or activation compose into one map
+    ``W = W_k ⋯ W_1`` (D_t, H_t), so ``W·mean_i h_i = mean_i W·h_i``: the pooled embedding is
+    the mean of the mapped token states (SAMD's ``span_space="embedding"`` maps its span targets
+    through W).
+
+    Args:
+        name_or_path: short name, Hugging Face id or local model directory.
+
+    Returns:
+        fp32 (D_t, H_t) matrix; None when the model has no local Dense head, or one with a bias
+        or an activation.
+    """
+    try:
+        spec, path = resolve_model(name_or_path)
+    except (KeyError, ValueError, OSError):
+        return None
+    head = _load_dense_head(Path(path)) if spec.dense and Path(path).is_dir() else None
+    if head is None or any(not isinstance(m, nn.Linear) or m.bias is not None for m in head):
+        return None
+    weight = head[0].weight.detach().float()
+    for layer in list(head)[1:]:
+        weight = layer.weight.detach().float() @ weight
+    return weight
+
+
 def check_model_folder(name_or_path: str) -> None:
     """A name that can only be a local path names an existing model folder.
 
