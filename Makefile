@@ -128,7 +128,6 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-simcse --param max_steps=1000 --param 'params={"w_task": 0.1}'
 	$(DEV) --methods SAMD EmbedDistill Relational --tag s2000 --param max_steps=2000
 	$(DEV) --methods SAMD --tag s1000-no-rel --param max_steps=1000 --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
-	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 	mkdir -p results/bench-dev/l3/runs/_reference
 	cp -n results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json \
 	  results/bench-dev/l3/runs/_reference/
@@ -158,6 +157,9 @@ bench-dev:
 	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise-mse/SAMD-a0.75.json
 	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 \
 	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
+	# SAMD's learning curve at its current defaults (MSE span term, α = ½): 250 → 2,000 steps
+	for n in 250 500 2000; do $(DEV) --methods SAMD --tag s$$n-span-mse --param max_steps=$$n \
+	  --param 'params={"span_distance": "mse"}'; done
 	$(DEVE5) --tag s300
 	$(DEVE5) --tag s300-span-norm16 --param 'params={"span_norm": true, "lambda_span": 16.0}'
 	$(DEVE5) --tag s300-no-span --param 'params={"lambda_span": 0.0}'
@@ -178,6 +180,7 @@ bench-dev:
 	# Finding 18: the span targets mapped through the teacher's linear Dense head, L_rel off.
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-span-emb --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "span_space": "embedding"}'
+	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
 	$(PY) -m ruff check .
