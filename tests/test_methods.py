@@ -18,6 +18,7 @@ from samd_common.methods import METHODS, MethodSpec, TeacherInfo, build, get_met
 from samd_common.models import load_encoder
 from samd_common.skd.senses import SenseTable, tokenizer_fingerprint
 from samd_common.training.batching import DistillDataset
+from samd_common.training.loop import TrainConfig, train
 from samd_common.training.teacher_cache import build_teacher_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,19 @@ def test_every_entry_builds_and_trains_one_step(setting, name):
     assert all(isinstance(v, float) and math.isfinite(v) for v in logs.values())
     if name == "SKD":
         assert logs["pairs"] > 0  # the dictionary's teacher tokens are in the texts
+
+
+def test_samd_lstsq_head_is_fit_by_train_on_the_real_collator(setting):
+    """``head_init="lstsq"`` through ``train``: the warm start reads the real collator's batches
+    and lowers the first step's span term below the randomly initialised head's."""
+    student, texts, cache, info, _ = setting
+    data = DistillDataset(texts, student.tokenizer, 32, "", cache)
+    cfg = TrainConfig(max_steps=1, batch_size=4, lr=1e-12, proj_lr=1e-12, show_progress=False)
+    first = {}
+    for init in ("random", "lstsq"):
+        method = build(METHODS["SAMD"], copy.deepcopy(student), info, {"head_init": init})
+        first[init] = train(method, data, cfg, collate_fn=data.collate).steps[0]["span"]
+    assert first["lstsq"] < 0.5 * first["random"]
 
 
 @pytest.mark.parametrize("name", [n for n, s in METHODS.items() if s.needs_teacher])

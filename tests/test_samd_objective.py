@@ -168,6 +168,39 @@ def test_span_space_embedding_maps_the_span_targets_through_the_teacher_head(stu
         SAMDParams(span_space="output")
 
 
+def test_lstsq_head_init_fits_a_linear_teacher_exactly_before_training(student):
+    """``head_init="lstsq"``: a teacher whose group states are A·(student group means) + c is
+    fit by the warm start (L_span ≈ 0 before any step); ``random`` leaves the head as built."""
+    student.eval()
+    batch = make_batch(student)
+    with torch.no_grad():
+        h_s = student(batch["input_ids"], batch["attention_mask"])["token_embeddings"]
+    g = torch.Generator().manual_seed(1)
+    a, c = torch.randn(D_T, h_s.shape[-1], generator=g), torch.randn(D_T, generator=g)
+    t_hidden = torch.zeros(len(TEXTS), T_T, D_T)
+    for i in range(len(TEXTS)):  # every teacher token is its own span group in make_batch
+        for t in batch["t_group"][i][batch["t_group"][i] >= 0].tolist():
+            t_hidden[i, t] = a @ h_s[i][batch["s_group"][i] == t].mean(0) + c
+    batch["t_hidden"] = t_hidden
+    items = list(range(len(TEXTS)))  # the warm start reads them as one chunk of ≤ 64
+
+    def collate(_: list) -> dict[str, torch.Tensor]:
+        return batch
+
+    fit = samd(student, lambda_sim=0.0, lambda_resim=0.0, head_init="lstsq")
+    kept = samd(student, lambda_sim=0.0, lambda_resim=0.0)
+    before = kept.span_head.weight.detach().clone()
+    with torch.no_grad():
+        _, start = fit(batch, step=0, total_steps=1)
+        fit.warm_start(items, collate)
+        kept.warm_start(items, collate)
+        _, fitted = fit(batch, step=0, total_steps=1)
+    assert fitted["span"] < 1e-3 * start["span"]  # the head already maps onto the teacher
+    assert torch.equal(kept.span_head.weight, before)  # the default does not touch it
+    with pytest.raises(ValueError, match="head_init"):
+        SAMDParams(head_init="zeros")
+
+
 def test_span_norm_divides_the_mse_span_term_by_the_teacher_variance(student):
     """``span_norm``: L_span ÷ the given σ̄²_t; without one, ÷ the batch's teacher states'."""
     student.eval()

@@ -105,6 +105,14 @@ class Objective(nn.Module):
         if missing:
             raise KeyError(f"{self.name} batch lacks {missing}; {self.batch_hint}")
 
+    def warm_start(self, dataset, collate_fn) -> None:
+        """Before the first step of a fresh run (not on resume): fit what needs data. No-op here.
+
+        ``dataset[i]`` items, batched by ``collate_fn``, are the training data; an objective
+        that overrides this (SAMD's ``head_init="lstsq"``) reads them without gradients and
+        without touching the random state, so the training run itself is unchanged.
+        """
+
     def pass_options(self, step: int, total_steps: int) -> tuple[dict, dict]:
         """Keyword arguments of the two student passes (``output_attentions=True`` …)."""
         return {}, {}

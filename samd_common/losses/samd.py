@@ -78,6 +78,7 @@ at α = ½ vs 84.84 / 76.79 at α = 1 and 86.79 / 79.80 undistilled).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,8 +93,15 @@ from samd_common.losses.matryoshka import check_matryoshka_dims
 from samd_common.losses.mined import DISTANCES
 from samd_common.losses.params import DistillParams
 from samd_common.losses.relational import relational_loss
-from samd_common.losses.span_terms import span_attention_cka_loss, span_group_hidden_loss
+from samd_common.losses.span_terms import (
+    ridge_fit,
+    span_attention_cka_loss,
+    span_group_hidden_loss,
+    span_group_means,
+)
 from samd_common.models import SentenceEncoder
+
+log = logging.getLogger(__name__)
 
 CITATION = """@misc{samd,
   title        = {{SAMD}: Span-Aware Matryoshka Distillation for Cross-Tokenizer Knowledge
@@ -134,6 +142,8 @@ class SAMDParams(DistillParams):
     span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
     span_prefixes: bool = False  # L_span at every student prefix m (a head Q_m: m → H_t each)
     span_space: str = "hidden"  # L_span's targets: hidden (token states) | embedding (W·h_t)
+    head_init: str = "random"  # L_span's head Q: random | lstsq (ridge fit first, LP-FT)
+    head_init_texts: int = 2048  # corpus texts the lstsq fit reads (the first ones)
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
@@ -153,6 +163,8 @@ class SAMDParams(DistillParams):
             "span_norm only with span_distance='mse'": not self.span_norm
             or self.span_distance == "mse",
             "span_space in ('hidden', 'embedding')": self.span_space in ("hidden", "embedding"),
+            "head_init in ('random', 'lstsq')": self.head_init in ("random", "lstsq"),
+            "head_init_texts ≥ 1": self.head_init_texts >= 1,
             "span_norm only with span_space='hidden'": not self.span_norm
             or self.span_space == "hidden",
             "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
@@ -345,11 +357,50 @@ class SAMDLoss(Objective):
             return prefix_pointwise_loss(s, t, self.dims, self.weights)
         return pointwise_loss(self.proj(s.to(self.proj.weight.dtype)), t)
 
+    def span_targets(self, t_hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T_t, H_t) cached teacher states → L_span's targets (mapped by W, if set)."""
+        if self.span_map.numel():  # (B, T_t, H_t) → (B, T_t, D_t), the embedding's space
+            return t_hidden.float() @ self.span_map.T
+        return t_hidden
+
+    def warm_start(self, dataset, collate_fn) -> None:
+        """``head_init="lstsq"``: fit every span head by ridge regression before training.
+
+        LP-FT (Kumar et al., ICLR 2022, https://arxiv.org/abs/2202.10054): while a randomly
+        initialised head is learnt, its gradient distorts the pretrained features; a head fit
+        first on the frozen model (here: the undistilled student's span-group means against the
+        teacher's, over the first ``head_init_texts`` corpus texts) starts the student's updates
+        from the directions it already represents.
+        """
+        p = self.params
+        if p.head_init != "lstsq" or not len(self.span_heads):
+            return
+        keys, n = ("input_ids", "attention_mask", "t_hidden", "s_group", "t_group"), 64
+        xs, ys, training = [], [], self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            for start in range(0, min(len(dataset), p.head_init_texts), n):
+                stop = min(len(dataset), p.head_init_texts, start + n)
+                items = collate_fn([dataset[i] for i in range(start, stop)])
+                b = {k: torch.as_tensor(items[k]).to(self.student.device) for k in keys}
+                h_s = self.student(b["input_ids"], b["attention_mask"])["token_embeddings"]
+                means = span_group_means(
+                    h_s, self.span_targets(b["t_hidden"]), *(b["s_group"], b["t_group"])
+                )
+                xs.append(means[0][means[2]])
+                ys.append(means[1][means[2]])
+        self.student.train(training)
+        x, y = torch.cat(xs), torch.cat(ys)  # (N, H_s), (N, H_t): the span groups' means
+        for q in self.span_heads:
+            weight, bias = ridge_fit(x[:, : q.in_features], y)
+            q.weight.data.copy_(weight.to(q.weight.dtype))
+            q.bias.data.copy_(bias.to(q.bias.dtype))
+        log.info("span heads fit by ridge regression on %d span groups", len(x))
+
     def span_loss(self, out: Outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_span; with ``span_norm`` divided by σ̄²_t (the share of the variance left)."""
         p, t_hidden, t_group = self.params, batch["t_hidden"], batch["t_group"]
-        if self.span_map.numel():  # (B, T_t, H_t) → (B, T_t, D_t), the embedding's space
-            t_hidden = t_hidden.float() @ self.span_map.T
+        t_hidden = self.span_targets(t_hidden)
         h_s, groups = out["token_embeddings"], (batch["s_group"], t_group)
         weights = self.weights if p.span_prefixes else [1.0]
         terms = [  # Q_m on the first m dims of each token state (m = H_s without span_prefixes)

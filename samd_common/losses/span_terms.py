@@ -130,14 +130,66 @@ def span_group_hidden_loss(
             f"{tuple(t_group.shape)}."
         )
     with torch.autocast(device_type=h_s.device.type, enabled=False):
-        sum_s, count_s, sum_t, count_t = grouped_sums(h_s, s_group, h_t.detach(), t_group)
-        mean_s = sum_s / count_s.clamp_min(1)[:, None]  # (B·G, H_s)
+        mean_s, mean_t, both = span_group_means(h_s, h_t.detach(), s_group, t_group)
         mapped = mean_s if head is None else head(mean_s)  # (B·G, H_t)
-        if mapped.shape[-1] != sum_t.shape[-1]:
+        if mapped.shape[-1] != mean_t.shape[-1]:
             raise ValueError(
                 f"The student's group states map to width {mapped.shape[-1]} but the teacher's "
-                f"are {sum_t.shape[-1]} wide; pass a head (H_s → H_t)."
+                f"are {mean_t.shape[-1]} wide; pass a head (H_s → H_t)."
             )
-        mean_t = sum_t / count_t.clamp_min(1)[:, None]  # (B·G, H_t)
         dist = token_distance(mapped.float(), mean_t, distance)  # (B·G,)
-        return masked_mean_across_ranks(dist, (count_s > 0) & (count_t > 0))
+        return masked_mean_across_ranks(dist, both)
+
+
+def span_group_means(
+    h_s: torch.Tensor, h_t: torch.Tensor, s_group: torch.Tensor, t_group: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean student and teacher state of every span group.
+
+    Args:
+        h_s: (B, T_s, H_s) student token states.
+        h_t: (B, T_t, H_t) teacher token states.
+        s_group: (B, T_s) long span-group id of each student token, −1 for none.
+        t_group: (B, T_t) long span-group id of each teacher token, −1 for none.
+
+    Returns:
+        ``(mean_s, mean_t, both)``: (B·G, H_s) and (B·G, H_t) fp32 group means and the (B·G,)
+        bool mask of the groups with tokens on both sides (the rows L_span compares).
+    """
+    sum_s, count_s, sum_t, count_t = grouped_sums(h_s, s_group, h_t, t_group)
+    mean_s = sum_s / count_s.clamp_min(1)[:, None]
+    mean_t = sum_t / count_t.clamp_min(1)[:, None]
+    return mean_s, mean_t, (count_s > 0) & (count_t > 0)
+
+
+def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, ...]:
+    """Least-squares affine map ``y ≈ W x + b`` with a ridge relative to the data's scale.
+
+    Solves ``(X̃ᵀX̃ + λI) [Wᵀ; bᵀ] = X̃ᵀY`` with ``X̃ = [x, 1]``, λ = ``ridge`` ×
+    the mean diagonal of ``X̃ᵀX̃`` (the bias row is not penalised).
+
+    Args:
+        x: (N, D_in) inputs.
+        y: (N, D_out) targets.
+        ridge: relative ridge strength (> 0).
+
+    Returns:
+        ``(weight, bias)``: (D_out, D_in) and (D_out,) fp32, an ``nn.Linear``'s layout.
+
+    Example:
+        >>> x = torch.randn(200, 3); w = torch.randn(2, 3)
+        >>> weight, bias = ridge_fit(x, x @ w.T + 1.0, ridge=1e-9)
+        >>> torch.allclose(weight, w, atol=1e-4), torch.allclose(bias, torch.ones(2), atol=1e-4)
+        (True, True)
+    """
+    if x.dim() != 2 or y.dim() != 2 or len(x) != len(y) or not ridge > 0:
+        raise ValueError(
+            f"Need x (N, D_in), y (N, D_out) with the same N and ridge > 0; got "
+            f"{tuple(x.shape)}, {tuple(y.shape)}, ridge={ridge}."
+        )
+    xt = torch.cat([x.double(), x.new_ones(len(x), 1, dtype=torch.float64)], dim=1)  # (N, D+1)
+    gram = xt.T @ xt  # (D+1, D+1)
+    penalty = ridge * gram.diagonal()[:-1].mean() * torch.ones(len(gram), dtype=torch.float64)
+    penalty[-1] = 0.0  # no penalty on the bias
+    sol = torch.linalg.solve(gram + torch.diag(penalty), xt.T @ y.double())  # (D+1, D_out)
+    return sol[:-1].T.float().contiguous(), sol[-1].float().contiguous()

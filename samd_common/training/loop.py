@@ -445,6 +445,26 @@ def _end_epoch(
         _save(ckpt_dir / f"epoch-{epoch}.pt", run.method, run.optimizer, hist, run.cfg)
 
 
+def _resume_or_warm_start(
+    cfg: TrainConfig,
+    method: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: tuple[Dataset, Callable | None],
+    ckpt_dir: Path | None,
+) -> History:
+    """The newest checkpoint's history (``cfg.resume``), else a fresh one after ``warm_start``.
+
+    ``method.warm_start(dataset, collate_fn)`` (``data``) fits what the objective needs before
+    its first step; a resumed run has those weights in its checkpoint already.
+    """
+    rank, world = dist_info()
+    if cfg.resume and ckpt_dir and (resumed := _resume(cfg, method, optimizer, rank, world)):
+        return resumed
+    if hasattr(method, "warm_start"):
+        method.warm_start(*data)
+    return History()
+
+
 def train(
     method: nn.Module,
     dataset: Dataset,
@@ -483,10 +503,9 @@ def train(
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
     n_epochs = math.ceil(total / steps_per_epoch)  # = cfg.epochs without max_steps
     # 2) resume from the newest checkpoint, then (after loading) wrap in DDP
-    hist, start_epoch = History(), 0
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
-    if cfg.resume and ckpt_dir and (resumed := _resume(cfg, method, optimizer, rank, world)):
-        hist, start_epoch = resumed, resumed.epochs_done
+    hist = _resume_or_warm_start(cfg, method, optimizer, (dataset, collate_fn), ckpt_dir)
+    start_epoch = hist.epochs_done
     model = _wrap_ddp(method, device, cfg) if world > 1 else method
     use_bf16 = cfg.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     progress = progress_every(total, cfg.log_every) if rank == 0 else 0
