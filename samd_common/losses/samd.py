@@ -143,7 +143,7 @@ class SAMDParams(DistillParams):
     span_prefixes: bool = False  # L_span at every student prefix m (a head Q_m: m → H_t each)
     span_space: str = "hidden"  # L_span's targets: hidden (token states) | embedding (W·h_t)
     head_init: str = "random"  # L_span's head Q: random | lstsq (ridge fit first, LP-FT)
-    head_init_texts: int = 2048  # corpus texts the lstsq fit reads (the first ones)
+    head_init_texts: int = 2048  # corpus texts the lstsq fit reads (evenly strided)
     use_sam: bool = False  # add the attention-CKA term L_SAM (needs eager attention)
     lambda_sam: float = 0.1  # its weight
     sam_every: int = 4  # L_SAM on every n-th step only (weight not rescaled)
@@ -369,7 +369,8 @@ class SAMDLoss(Objective):
         LP-FT (Kumar et al., ICLR 2022, https://arxiv.org/abs/2202.10054): while a randomly
         initialised head is learnt, its gradient distorts the pretrained features; a head fit
         first on the frozen model (here: the undistilled student's span-group means against the
-        teacher's, over the first ``head_init_texts`` corpus texts) starts the student's updates
+        teacher's, over ``head_init_texts`` evenly strided corpus texts — a corpus file is often
+        ordered by source, so its first texts would be one task's) starts the student's updates
         from the directions it already represents.
         """
         p = self.params
@@ -379,9 +380,10 @@ class SAMDLoss(Objective):
         xs, ys, training = [], [], self.student.training
         self.student.eval()
         with torch.no_grad():
-            for start in range(0, min(len(dataset), p.head_init_texts), n):
-                stop = min(len(dataset), p.head_init_texts, start + n)
-                items = collate_fn([dataset[i] for i in range(start, stop)])
+            chosen = range(0, len(dataset), max(1, len(dataset) // p.head_init_texts))
+            chosen = chosen[: p.head_init_texts]  # no random state used
+            for start in range(0, len(chosen), n):
+                items = collate_fn([dataset[i] for i in chosen[start : start + n]])
                 b = {k: torch.as_tensor(items[k]).to(self.student.device) for k in keys}
                 h_s = self.student(b["input_ids"], b["attention_mask"])["token_embeddings"]
                 means = span_group_means(
