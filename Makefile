@@ -180,6 +180,11 @@ bench-dev:
 	# Finding 18: the span targets mapped through the teacher's linear Dense head, L_rel off.
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-span-emb --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "span_space": "embedding"}'
+	# Finding 19: L_span's head fit by ridge regression before the first step (LP-FT).
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-lstsq --seeds 0 1 \
+	  --param 'params={"head_init": "lstsq"}'
+	$(DEV) --methods SAMD --tag s1000-span-mse-lstsq --param max_steps=1000 \
+	  --param 'params={"span_distance": "mse", "head_init": "lstsq"}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
