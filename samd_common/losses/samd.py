@@ -34,7 +34,10 @@ first SAMD design (``use_sam``; needs eager attention), and L_span at every stud
 (``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over
 m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through
 a linear teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's
-embedding is pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18).
+embedding is pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18), and
+the span head fit by ridge regression before the first step (``head_init="lstsq"``, LP-FT:
++0.23 ± 0.12 avg ID, +4.05 ± 0.15 OOD on minilm-l3 over two seeds, +0.18 / −1.1 on minilm-l6's
+seed 0; finding 19, undecided).
 
 ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
 ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t`` (centred teacher embedding),
