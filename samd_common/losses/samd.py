@@ -36,8 +36,9 @@ m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets
 a linear teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's
 embedding is pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18), and
 the span head fit by ridge regression before the first step (``head_init="lstsq"``, LP-FT:
-+0.23 ± 0.12 avg ID, +4.05 ± 0.15 OOD on minilm-l3 over two seeds, +0.18 / −1.1 on minilm-l6's
-seed 0; finding 19, undecided).
++0.23 ± 0.12 avg ID, +4.05 ± 0.15 OOD on minilm-l3 at α = 1 over two seeds; +0.11 ± 0.07 /
+−0.95 ± 0.15 on minilm-l6 at α = ½, where WiSE-FT already keeps the features: for runs with
+``interpolate=1``; finding 19).
 
 ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
 ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t`` (centred teacher embedding),
@@ -59,16 +60,17 @@ The MSE span term's value (≈ 13 at the end of a run) is two orders of magnitud
 ``L_rel``'s (≈ 0.15), so it carries most of the gradient. That value follows the teacher's
 token-state scale (σ̄²_t, the per-dimension variance of its cached states: 17.24 EmbeddingGemma,
 0.026 e5-small), and finding 15 shows both terms are needed because of it: with EmbeddingGemma
-L_rel adds nothing measurable (without it 79.32 vs 79.12), while on e5-small → minilm-l3 L_rel
-carries the whole gain (70.55 alone, 70.46 with the weak span term) and the span term alone
-loses (66.60; undistilled 68.71). ``span_norm=True`` makes the term scale-free (the MSE ÷ σ̄²_t,
-``TeacherInfo.hidden_var``); at λ_span = 16, EmbeddingGemma's implicit weight, it costs the
-e5-small pair 2.9 points, so it is an option, off: with another teacher, compare the logged
-``span`` with ``sim`` + ``resim`` and choose λ_span on a dev split. L_span pairs practically the
-same tokens as CDM's DTW path (15.7 span groups vs 15.9 merged steps per text, finding 16): on
-EmbeddingGemma → minilm-l3, SAMD without L_rel at CDM's weights (SimCSE, w_task = w_kd = ½)
-scores what CDM scores (74.06 vs 74.00 dev avg ID), and L_rel costs 0.61 ± 0.15 there (two
-seeds; 0.20 on minilm-l6) — its weight, like λ_span's, depends on the teacher.
+L_rel adds nothing measurable (without it +0.15 ± 0.05 avg ID, two seeds, finding 21); on
+e5-small → minilm-l3 L_rel carries the whole gain (70.55 alone, 70.46 with the weak span term)
+and the span term alone loses (66.60; undistilled 68.71). ``span_norm=True`` makes the term
+scale-free (the MSE ÷ σ̄²_t, ``TeacherInfo.hidden_var``); at λ_span = 16, EmbeddingGemma's
+implicit weight, it costs the e5-small pair 2.9 points, so it is an option, off: with another
+teacher, compare the logged ``span`` with ``sim`` + ``resim`` and choose λ_span on a dev split.
+L_span pairs practically the same tokens as CDM's DTW path (15.7 span groups vs 15.9 merged
+steps per text, finding 16): on EmbeddingGemma → minilm-l3, SAMD without L_rel at CDM's weights
+(SimCSE, w_task = w_kd = ½) scores what CDM scores (74.06 vs 74.00 dev avg ID), and L_rel costs
+0.61 ± 0.15 there (two seeds; 0.15 ± 0.05 on minilm-l6) — its weight, like λ_span's, depends on
+the teacher.
 
 After training, SAMD's student keeps **half of its update**: ``θ = θ₀ + α·(θ₁ − θ₀)``, α = ½
 (WiSE-FT, Wortsman et al. 2022; ``models.merge``, ``TrainConfig.interpolate``, SAMD's registry
