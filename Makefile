@@ -89,7 +89,7 @@ bench:
 	$(L6) --methods EmbedDistill SAMD-MRL CDM MRL --seeds 1 2
 	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
-	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev finding 19/21)
+	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
@@ -190,6 +190,9 @@ bench-dev:
 	# Finding 21: L_rel on minilm-l6, second seed.
 	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 --seeds 1 \
 	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
+	# Finding 21: LP-FT without L_rel on minilm-l3.
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-lstsq --seeds 0 1 \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "head_init": "lstsq"}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
