@@ -157,7 +157,7 @@ bench-dev:
 	  --model $(RUNS)/bench-dev/SAMD+s1000-span-mse-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student \
 	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
 	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise-mse/SAMD-a0.75.json
-	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 \
+	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
 	# SAMD's learning curve at its current defaults (MSE span term, α = ½): 250 → 2,000 steps
 	for n in 250 500 2000; do $(DEV) --methods SAMD --tag s$$n-span-mse --param max_steps=$$n \
@@ -187,9 +187,6 @@ bench-dev:
 	  --param 'params={"head_init": "lstsq"}'
 	$(DEV) --methods SAMD --tag s1000-span-mse-lstsq --param max_steps=1000 --seeds 0 1 \
 	  --param 'params={"span_distance": "mse", "head_init": "lstsq"}'
-	# Finding 21: L_rel on minilm-l6, second seed.
-	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 --seeds 1 \
-	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
 	# Finding 21: LP-FT without L_rel on minilm-l3.
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-lstsq --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "head_init": "lstsq"}'
