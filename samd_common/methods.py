@@ -10,6 +10,7 @@ through ``get_method``.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,15 @@ class TeacherInfo:
     matryoshka_dims: tuple[int, ...] = ()  # dims it was Matryoshka-trained at (model table)
     pooled_mean: tuple[float, ...] = ()  # (D_t,) corpus mean of the cached pooled embeddings
     hidden_var: float = 0.0  # σ̄²: per-dimension variance of the cached token states, averaged
-    head: torch.Tensor | None = field(default=None, compare=False, repr=False)  # (D_t, H_t)
+
+    @functools.cached_property
+    def head(self) -> torch.Tensor | None:
+        """(D_t, H_t) the teacher's Dense head as one matrix when it is linear, else None.
+
+        Read off the model folder on first use only (``models.io.linear_head``): the one
+        objective that needs it is SAMD with ``span_space="embedding"``.
+        """
+        return linear_head(self.name) if self.name else None
 
     @classmethod
     def from_cache(cls, name: str, cache) -> TeacherInfo:
@@ -52,8 +61,7 @@ class TeacherInfo:
         pooled embeddings over the corpus, a fixed vector (SAMD centres its targets with it);
         ``hidden_var`` the variance of the cached content-token states, per dimension, averaged
         over the dimensions (SAMD's ``span_norm`` divides its MSE span term by it), read off at
-        most ``HIDDEN_VAR_ROWS`` evenly strided token rows; ``head`` the teacher's Dense head
-        as one matrix when it is linear (``models.io.linear_head``; None otherwise).
+        most ``HIDDEN_VAR_ROWS`` evenly strided token rows. ``head`` is read lazily.
         """
         key = cache.meta["key"]
         mean = np.mean(cache.arrays["pooled"], axis=0, dtype=np.float64)  # (D_t,)
@@ -70,7 +78,6 @@ class TeacherInfo:
             matryoshka_dims(name) or matryoshka_dims(str(key.get("teacher", ""))),
             tuple(float(v) for v in mean),
             var,
-            linear_head(name) if name else None,
         )
 
 

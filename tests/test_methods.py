@@ -64,7 +64,7 @@ def test_entries_are_named_by_their_notebooks_and_complete():
         assert issubclass(spec.objective, Objective) and issubclass(spec.params_class, Params)
         assert spec.needs_teacher is bool(spec.teacher_widths)
         takes = inspect.signature(spec.objective).parameters
-        teacher_fields = {f.name for f in fields(TeacherInfo)}
+        teacher_fields = {f.name for f in fields(TeacherInfo)} | {"head"}  # head: lazy
         for arg, name in spec.teacher_widths.items():
             assert arg in takes and name in teacher_fields, (key, arg, name)
         spec.params_class.from_dict(spec.defaults)  # the defaults are valid parameters
@@ -152,3 +152,14 @@ def test_a_spec_is_plain_data():
     spec = METHODS["MinED"]
     clone = MethodSpec(**{f.name: getattr(spec, f.name) for f in fields(MethodSpec)})
     assert clone == spec and clone.teacher_widths == {"teacher_hidden_dim": "hidden_dim"}
+
+
+def test_teacher_info_reads_the_dense_head_on_first_use_only(setting, monkeypatch):
+    _, _, cache, _, _ = setting
+    calls = []
+    w = torch.randn(8, 4)
+    monkeypatch.setattr("samd_common.methods.linear_head", lambda name: calls.append(name) or w)
+    info = TeacherInfo.from_cache("tiny-teacher", cache)
+    assert calls == []  # building the info (every run) does not read the model folder
+    assert info.head is w and info.head is w and calls == ["tiny-teacher"]  # once, then kept
+    assert TeacherInfo("", 4, 4, 1).head is None  # no name: nothing to read
