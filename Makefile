@@ -88,6 +88,15 @@ bench:
 	$(L3) --methods EmbedDistill CDM --seeds 0
 	$(L6) --methods EmbedDistill SAMD-MRL CDM MRL --seeds 1 2
 	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
+	# MinED ties SAMD in-domain at seed 0: one of the two best old methods, so 3 seeds; and its
+	# student at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's student)
+	mkdir -p results/bench/wise
+	test -f results/bench/wise/MinED-a0.5.json || $(PY) scripts/evaluate.py \
+	  --interpolate-from minilm-l6 --alpha 0.5 \
+	  --model $(RUNS)/l6/bench/MinED/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student \
+	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
+	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench/wise/MinED-a0.5.json
+	$(L6) --methods MinED --seeds 1 2
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
