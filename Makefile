@@ -90,13 +90,13 @@ bench:
 	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
 	# MinED ties SAMD in-domain at seed 0: one of the two best old methods, so 3 seeds; and its
 	# student at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's student)
-	mkdir -p results/bench/wise
-	test -f results/bench/wise/MinED-a0.5.json || $(PY) scripts/evaluate.py \
-	  --interpolate-from minilm-l6 --alpha 0.5 \
-	  --model $(RUNS)/l6/bench/MinED/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student \
-	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
-	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench/wise/MinED-a0.5.json
 	$(L6) --methods MinED --seeds 1 2
+	mkdir -p results/bench/wise
+	for s in 0 1 2; do test -f results/bench/wise/MinED-a0.5-seed$$s.json || $(PY) scripts/evaluate.py \
+	  --interpolate-from minilm-l6 --alpha 0.5 \
+	  --model $(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student \
+	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
+	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench/wise/MinED-a0.5-seed$$s.json; done
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
@@ -199,6 +199,14 @@ bench-dev:
 	# Finding 21: LP-FT without L_rel on minilm-l3.
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-no-rel-lstsq --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "head_init": "lstsq"}'
+	# Finding 22: MinED (one-to-one exact-string token pairs) on dev, scored at α = ½ as SAMD is.
+	$(DEV) --methods MinED --tag s1000 --param max_steps=1000 --seeds 0 1
+	mkdir -p results/bench-dev/wise
+	for s in 0 1; do test -f results/bench-dev/wise/MinED-a0.5-seed$$s.json || $(PY) scripts/evaluate.py \
+	  --interpolate-from minilm-l6 --alpha 0.5 --split dev \
+	  --model $(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
+	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
+	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
