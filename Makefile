@@ -207,6 +207,7 @@ bench-dev:
 	  --model $(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
 	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
 	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
+	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like --param max_steps=1000 $(CDM_LIKE)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
