@@ -70,6 +70,10 @@ cpu-bench:
 # SAMD+no-wise is the same training without it (the trained weights: identical per seed).
 # ≈ 10 h on 2 cores.
 BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
+# The bench/bench-dev evaluation alone (capped, fixed subsample), for students scored outside a
+# run: WiSE-FT interpolations (--interpolate-from, --alpha) and the dev teacher row.
+EVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 1000 --seed 0 \
+  --eval-dir $(abspath $(EVAL_DIR))
 L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
 L3 = $(BENCH) --student minilm-l3 --param lr=1e-4 --param interpolate=1 --output-dir $(RUNS)/l3 \
   --archive results/bench/l3/runs
@@ -88,15 +92,14 @@ bench:
 	$(L3) --methods EmbedDistill CDM --seeds 0
 	$(L6) --methods EmbedDistill SAMD-MRL CDM MRL --seeds 1 2
 	$(L6) --methods MinED DSKD EMO ESE SKD --seeds 0
-	# MinED ties SAMD in-domain at seed 0: one of the two best old methods, so 3 seeds; and its
-	# student at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's student)
+	# MinED (the best in-domain baseline, with CDM one of the two best old methods): 3 seeds, and
+	# its students at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's)
 	$(L6) --methods MinED --seeds 1 2
 	mkdir -p results/bench/wise
-	for s in 0 1 2; do test -f results/bench/wise/MinED-a0.5-seed$$s.json || $(PY) scripts/evaluate.py \
-	  --interpolate-from minilm-l6 --alpha 0.5 \
+	for s in 0 1 2; do test -f results/bench/wise/MinED-a0.5-seed$$s.json || $(EVAL) \
+	  --interpolate-from minilm-l6 --alpha 0.5 --dims 384 96 \
 	  --model $(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student \
-	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
-	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench/wise/MinED-a0.5-seed$$s.json; done
+	  --output results/bench/wise/MinED-a0.5-seed$$s.json; done
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
@@ -131,8 +134,7 @@ bench-dev:
 	  --param 'params={"lambda_point": 0.0, "center": false}'
 	$(DEV) --methods SAMD --tag s250 --param max_steps=250
 	test -f results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json || \
-	  $(PY) scripts/evaluate.py --model embeddinggemma-300m --split dev --max-length 96 \
-	  --max-train 1000 --max-test 1000 --seed 0 --eval-dir $(abspath $(EVAL_DIR)) \
+	  $(EVAL) --model embeddinggemma-300m --split dev \
 	  --output results/bench-dev/runs/_reference/teacher-embeddinggemma-300m.json
 	$(DEV) --methods SAMD EmbedDistill Relational --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
 	$(DEV) --methods SAMD EmbedDistill Relational --tag s500 --param max_steps=500
@@ -154,18 +156,16 @@ bench-dev:
 	# minilm-l3 with SAMD's current defaults, the whole update kept, then its WiSE α grid
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise
 	mkdir -p results/bench-dev/l3/wise
-	for a in 0.25 0.5 0.75; do $(PY) scripts/evaluate.py --interpolate-from minilm-l3 --alpha $$a \
+	for a in 0.25 0.5 0.75; do $(EVAL) --interpolate-from minilm-l3 --alpha $$a \
 	  --model $(RUNS)/l3/bench-dev/SAMD+s1000-lr1e-4-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l3-bench-dev-seed0/student \
-	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
-	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/l3/wise/SAMD-a$$a.json; done
+	  --split dev --dims 384 96 --output results/bench-dev/l3/wise/SAMD-a$$a.json; done
 	# Finding 15: α for the MSE span term on minilm-l6 (the whole update, then α = ¾), L_rel
 	# ablated; the same terms and the scale-free span term (span_norm) on the demo pair.
 	$(DEV) --methods SAMD --tag s1000-span-mse-no-wise --param max_steps=1000 --param interpolate=1
 	mkdir -p results/bench-dev/wise-mse
-	$(PY) scripts/evaluate.py --interpolate-from minilm-l6 --alpha 0.75 \
+	$(EVAL) --interpolate-from minilm-l6 --alpha 0.75 \
 	  --model $(RUNS)/bench-dev/SAMD+s1000-span-mse-no-wise/seed0/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student \
-	  --split dev --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
-	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise-mse/SAMD-a0.75.json
+	  --split dev --dims 384 96 --output results/bench-dev/wise-mse/SAMD-a0.75.json
 	$(DEV) --methods SAMD --tag s1000-span-mse-no-rel --param max_steps=1000 --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0.0, "lambda_resim": 0.0}'
 	# SAMD's learning curve at its current defaults (MSE span term, α = ½): 250 → 2,000 steps
@@ -202,11 +202,10 @@ bench-dev:
 	# Finding 22: MinED (one-to-one exact-string token pairs) on dev, scored at α = ½ as SAMD is.
 	$(DEV) --methods MinED --tag s1000 --param max_steps=1000 --seeds 0 1
 	mkdir -p results/bench-dev/wise
-	for s in 0 1; do test -f results/bench-dev/wise/MinED-a0.5-seed$$s.json || $(PY) scripts/evaluate.py \
-	  --interpolate-from minilm-l6 --alpha 0.5 --split dev \
+	for s in 0 1; do test -f results/bench-dev/wise/MinED-a0.5-seed$$s.json || $(EVAL) \
+	  --interpolate-from minilm-l6 --alpha 0.5 --split dev --dims 384 96 \
 	  --model $(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
-	  --max-length 96 --max-train 1000 --max-test 1000 --seed 0 --dims 384 96 \
-	  --eval-dir $(abspath $(EVAL_DIR)) --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
+	  --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
 	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like --param max_steps=1000 $(CDM_LIKE)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
