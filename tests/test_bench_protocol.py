@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -274,3 +276,45 @@ def test_token_lengths_table_and_choice(tiny_dirs):
     assert table[0].startswith("| tokenizer | texts | mean | p50") and "| 80.00 % |" in table[2]
     n = script.token_lengths(str(tiny_dirs["student"]), ["a b c", "a"])
     assert n[0] > n[1] >= 3  # [CLS] a [SEP]: special tokens count
+
+
+def test_teacher_probe_known_fits():
+    fit = _script("teacher_probe").linear_fit
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(600, 8)).astype(np.float32)
+    exact = student @ rng.normal(size=(8, 12)) + 5.0  # a linear map of the student, offset
+    groups = np.array(["a", "b"] * 300)
+    out = fit(student, exact, groups, alpha=1e-6)
+    # normalisation makes the map slightly non-linear: almost, not exactly, 1
+    assert out["r2"] > 0.9 and out["cos"] > 0.95 and set(out["per_group"]) == {"a", "b"}
+    assert (out["n_fit"], out["n_scored"]) == (500, 100)
+    noise = fit(student, rng.normal(size=(600, 12)))
+    assert noise["r2"] < 0.05 and abs(noise["cos"]) < 0.15 and noise["per_group"] == {}
+    with pytest.raises(ValueError, match="same texts in the same order"):
+        fit(student, exact[:-1])
+    with pytest.raises(ValueError, match="< 2 rows to score"):
+        fit(student, exact, n_fit=599)
+
+
+def test_teacher_probe_end_to_end(tiny_dirs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMD_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.csv"
+    pd.DataFrame({"text": synthetic_sentences(60, seed=0)}).to_csv(corpus, index=False)
+    out = tmp_path / "probe.json"
+    argv = [
+        "--teacher",
+        str(tiny_dirs["teacher"]),
+        "--students",
+        str(tiny_dirs["student"]),
+        "--corpus",
+        str(corpus),
+        "--n-texts",
+        "48",
+        "--max-length",
+        "32",
+        "--json",
+        str(out),
+    ]
+    assert _script("teacher_probe").main(argv) == 0
+    fit = json.loads(out.read_text())[str(tiny_dirs["student"])]
+    assert fit["n_scored"] == 8 and -10 < fit["r2"] <= 1 and fit["per_group"].keys() == {"corpus"}
