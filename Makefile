@@ -103,6 +103,8 @@ bench:
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
+	# SAMD at lr 1e-4 on minilm-l6 (α = ½; dev finding 23), a tagged row
+	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
@@ -207,6 +209,14 @@ bench-dev:
 	  --model $(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
 	  --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
 	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like --param max_steps=1000 $(CDM_LIKE)
+	# Finding 23: a larger step under WiSE-FT (lr 1e-4, α = ½), and MinED at lr 1e-4 as control.
+	$(DEV) --methods SAMD --tag s1000-span-mse-lr1e-4 --param max_steps=1000 --param lr=1e-4 \
+	  --seeds 0 1
+	$(DEV) --methods MinED --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
+	test -f results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json || $(EVAL) \
+	  --interpolate-from minilm-l6 --alpha 0.5 --split dev --dims 384 96 \
+	  --model $(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student \
+	  --output results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
