@@ -105,6 +105,12 @@ bench:
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
 	# SAMD at lr 1e-4 on minilm-l6 (α = ½; dev finding 23), a tagged row
 	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
+	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½
+	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0
+	test -f results/bench/wise/MinED-lr1e-4-a0.5-seed0.json || $(EVAL) \
+	  --interpolate-from minilm-l6 --alpha 0.5 --dims 384 96 \
+	  --model $(RUNS)/l6/bench/MinED+lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student \
+	  --output results/bench/wise/MinED-lr1e-4-a0.5-seed0.json
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
