@@ -74,6 +74,10 @@ BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspa
 # run: WiSE-FT interpolations (--interpolate-from, --alpha) and the dev teacher row.
 EVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 1000 --seed 0 \
   --eval-dir $(abspath $(EVAL_DIR))
+# A minilm-l6 student scored at α = ½ (WiSE-FT, as SAMD), unless its JSON exists:
+# $(call HALF,student folder,output JSON[,more evaluate.py flags])
+HALF = test -f $(2) || $(EVAL) --interpolate-from minilm-l6 --alpha 0.5 $(3) --dims 384 96 \
+  --model $(1) --output $(2)
 L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
 L3 = $(BENCH) --student minilm-l3 --param lr=1e-4 --param interpolate=1 --output-dir $(RUNS)/l3 \
   --archive results/bench/l3/runs
@@ -96,10 +100,7 @@ bench:
 	# its students at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's)
 	$(L6) --methods MinED --seeds 1 2
 	mkdir -p results/bench/wise
-	for s in 0 1 2; do test -f results/bench/wise/MinED-a0.5-seed$$s.json || $(EVAL) \
-	  --interpolate-from minilm-l6 --alpha 0.5 --dims 384 96 \
-	  --model $(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student \
-	  --output results/bench/wise/MinED-a0.5-seed$$s.json; done
+	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-a0.5-seed$$s.json); done
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
@@ -107,10 +108,7 @@ bench:
 	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½
 	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0
-	test -f results/bench/wise/MinED-lr1e-4-a0.5-seed0.json || $(EVAL) \
-	  --interpolate-from minilm-l6 --alpha 0.5 --dims 384 96 \
-	  --model $(RUNS)/l6/bench/MinED+lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student \
-	  --output results/bench/wise/MinED-lr1e-4-a0.5-seed0.json
+	$(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student,results/bench/wise/MinED-lr1e-4-a0.5-seed0.json)
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
@@ -210,19 +208,13 @@ bench-dev:
 	# Finding 22: MinED (one-to-one exact-string token pairs) on dev, scored at α = ½ as SAMD is.
 	$(DEV) --methods MinED --tag s1000 --param max_steps=1000 --seeds 0 1
 	mkdir -p results/bench-dev/wise
-	for s in 0 1; do test -f results/bench-dev/wise/MinED-a0.5-seed$$s.json || $(EVAL) \
-	  --interpolate-from minilm-l6 --alpha 0.5 --split dev --dims 384 96 \
-	  --model $(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
-	  --output results/bench-dev/wise/MinED-a0.5-seed$$s.json; done
+	for s in 0 1; do $(call HALF,$(RUNS)/bench-dev/MinED+s1000/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student,results/bench-dev/wise/MinED-a0.5-seed$$s.json,--split dev); done
 	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like --param max_steps=1000 $(CDM_LIKE)
 	# Finding 23: a larger step under WiSE-FT (lr 1e-4, α = ½), and MinED at lr 1e-4 as control.
 	$(DEV) --methods SAMD --tag s1000-span-mse-lr1e-4 --param max_steps=1000 --param lr=1e-4 \
 	  --seeds 0 1
 	$(DEV) --methods MinED --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
-	test -f results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json || $(EVAL) \
-	  --interpolate-from minilm-l6 --alpha 0.5 --split dev --dims 384 96 \
-	  --model $(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student \
-	  --output results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json
+	$(call HALF,$(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student,results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json,--split dev)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup

@@ -116,15 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     cache = build_teacher_cache(teacher, texts, max_length=args.max_length, layers=1)
     rows = np.random.default_rng(args.seed).permutation(len(texts))[: args.n_texts]
-    target = np.asarray(cache.arrays["pooled"][np.sort(rows)], dtype=np.float32)
-    target = target[np.argsort(np.argsort(rows))]  # back to the sampled order
+    target = np.asarray(cache.arrays["pooled"][rows], dtype=np.float32)
     groups = frame["source"].to_numpy()[rows]
     out = {}
     for name in args.students:
         student = load_encoder(name, device="cpu", max_length=args.max_length)
         emb = np.asarray(student.encode([texts[i] for i in rows]), dtype=np.float32)
-        out[name] = linear_fit(emb, target, groups)
-        fit = out[name]
+        fit = out[name] = linear_fit(emb, target, groups)
         log.info(
             "%s: held-out R² %.3f, cosine %.3f, per source %s",
             name,
