@@ -106,9 +106,9 @@ bench:
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
 	# SAMD at lr 1e-4 on minilm-l6 (α = ½; dev finding 23), a tagged row
 	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
-	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½
-	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0
-	$(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed0/student,results/bench/wise/MinED-lr1e-4-a0.5-seed0.json)
+	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
+	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
+	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
@@ -213,8 +213,11 @@ bench-dev:
 	# Finding 23: a larger step under WiSE-FT (lr 1e-4, α = ½), and MinED at lr 1e-4 as control.
 	$(DEV) --methods SAMD --tag s1000-span-mse-lr1e-4 --param max_steps=1000 --param lr=1e-4 \
 	  --seeds 0 1
-	$(DEV) --methods MinED --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4
-	$(call HALF,$(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed0/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed0/student,results/bench-dev/wise/MinED-lr1e-4-a0.5-seed0.json,--split dev)
+	# Finding 24: at lr 1e-4 for both, MinED's second seed (scored at α = ½) and SAMD at CDM's recipe.
+	$(DEV) --methods MinED --tag s1000-lr1e-4 --param max_steps=1000 --param lr=1e-4 --seeds 0 1
+	for s in 0 1; do $(call HALF,$(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student,results/bench-dev/wise/MinED-lr1e-4-a0.5-seed$$s.json,--split dev); done
+	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like-lr1e-4 --param max_steps=1000 \
+	  --param lr=1e-4 --seeds 0 1 $(CDM_LIKE)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
