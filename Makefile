@@ -109,6 +109,8 @@ bench:
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
 	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
+	# SAMD at CDM's recipe (SimCSE at ½ instead of L_rel) at lr 1e-4, chosen on dev (finding 24)
+	$(L6) --methods SAMD --tag cdm-like-lr1e-4 --param lr=1e-4 --seeds 0 1 2 $(CDM_LIKE)
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
