@@ -10,6 +10,7 @@ import torch
 from samd_common.losses import (
     SAMDLoss,
     SAMDParams,
+    info_nce,
     pointwise_loss,
     prefix_pointwise_loss,
     relational_loss,
@@ -329,6 +330,32 @@ def test_simcse_and_attention_options(student, forward_calls):
     )
     _, logs = loss_fn(batch, step=0, total_steps=10)
     assert logs["sam"] == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_unif_is_simcse_infonce_with_the_first_pass_as_its_positive(student, forward_calls):
+    """``lambda_unif``: one pass; L_unif = InfoNCE(s, s); it pushes near-duplicates apart."""
+    student.eval()
+    loss_fn = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=2.0, temperature=0.1)
+    batch = make_batch(student)
+    calls = forward_calls(student)
+    loss, logs = loss_fn(batch, step=0, total_steps=1)
+    assert len(calls) == 1 and set(logs) == {"loss", "span", "unif"}
+    with torch.no_grad():
+        s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
+    s = s / s.norm(dim=-1, keepdim=True)
+    want = (torch.logsumexp(s @ s.T / 0.1, dim=1) - 1 / 0.1).mean()  # the positive: cos = 1
+    assert logs["unif"] == pytest.approx(want.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(logs["span"] + 2.0 * logs["unif"], rel=1e-5)
+    eye = torch.eye(4)  # orthonormal rows: log(1 + (B − 1)·e^(−1/τ)), a known answer
+    assert info_nce(eye, eye, 0.5).item() == pytest.approx(math.log(1 + 3 * math.exp(-2)))
+    x = torch.tensor([[1.0, 0.1, 0.0], [1.0, 0.0, 0.1], [0.0, 0.0, 1.0]], requires_grad=True)
+    info_nce(x, x, 0.1).backward()  # one gradient step moves the two near-duplicates apart
+    with torch.no_grad():
+        y = x - 0.05 * x.grad
+        cos = torch.nn.functional.cosine_similarity
+        assert cos(y[0], y[1], dim=0) < cos(x[0], x[1], dim=0)
+    with pytest.raises(ValueError, match="lambda_unif"):
+        SAMDParams(lambda_unif=-1.0)
 
 
 def test_bf16_autocast_with_an_fp16_cache(student):

@@ -28,20 +28,23 @@ learnt (the pointwise baseline after 250 steps: every pair at cosine ≈ 0.99, S
 the dev protocol). Centred targets keep only the part that tells texts apart; a prefix of a
 centred vector is centred, so one mean serves every prefix.
 
-Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task term
-(``w_task > 0``, a second student pass), ``L_SAM``, the span-projected attention CKA of the
+Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task term (``w_task > 0``,
+a second student pass), ``L_unif`` (``lambda_unif``), SimCSE's InfoNCE with the first pass as its
+own positive — ``InfoNCE(s, s) = mean_i log Σ_j exp((cos(s_i, s_j) − 1)/τ)``, the repulsion of
+SimCSE's in-batch negatives (the uniformity of Wang & Isola, ICML 2020) without its dropout views,
+so without the second pass (dev finding 25), ``L_SAM``, the span-projected attention CKA of the
 first SAMD design (``use_sam``; needs eager attention), and L_span at every student prefix
-(``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over
-m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through
-a linear teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's
-embedding is pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18), and
-the span head fit by ridge regression before the first step (``head_init="lstsq"``, LP-FT:
-+0.23 ± 0.12 avg ID, +4.05 ± 0.15 OOD on minilm-l3 at α = 1 over two seeds; +0.11 ± 0.07 /
-−0.95 ± 0.15 on minilm-l6 at α = ½, where WiSE-FT already keeps the features: for runs with
-``interpolate=1``; finding 19).
+(``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over m;
+−1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through a linear
+teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's embedding is
+pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18), and the span head fit
+by ridge regression before the first step (``head_init="lstsq"``, LP-FT: +0.23 ± 0.12 avg ID, +4.05
+± 0.15 OOD on minilm-l3 at α = 1 over two seeds; +0.11 ± 0.07 / −0.95 ± 0.15 on minilm-l6 at α = ½,
+where WiSE-FT already keeps the features: for runs with ``interpolate=1``; finding 19).
 
-``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``,
-``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t`` (centred teacher embedding),
+``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span + λ_unif·L_unif
+[+ λ_sam·L_SAM])``, ``L_unif = InfoNCE(s, s)``, ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``,
+``t̃ = t − μ_t`` (centred teacher embedding),
 ``L_rel = Σ_m w_m (λ_sim·L_sim(S(s_{:m}), S(t̃)) + λ_resim·L_resim(S(s_{:m}), S(t̃)))``,
 ``L_span = mean_{(b, g)} mean_d (Q·mean_{j∈g} h_s[b, j] − mean_{i∈g} h_t[b, i])²``,
 m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
@@ -93,6 +96,7 @@ from torch import nn
 from samd_common.config import halving_dims
 from samd_common.distributed import gather_across_ranks
 from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
+from samd_common.losses.contrastive import info_nce
 from samd_common.losses.embed_distill import pointwise_loss, prefix_pointwise_loss, resolve_target
 from samd_common.losses.matryoshka import check_matryoshka_dims
 from samd_common.losses.mined import DISTANCES
@@ -143,6 +147,7 @@ class SAMDParams(DistillParams):
     margin: float = 0.015  # L_resim's margin (Jasper)
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
+    lambda_unif: float = 0.0  # weight of L_unif, SimCSE's negatives in one pass (0: off)
     span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
     span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
     span_prefixes: bool = False  # L_span at every student prefix m (a head Q_m: m → H_t each)
@@ -160,6 +165,7 @@ class SAMDParams(DistillParams):
     def rules(self) -> dict[str, bool]:
         """Known target, non-negative weights, sane counts and fractions."""
         weights = (self.lambda_point, self.lambda_sim, self.lambda_resim, self.lambda_span)
+        weights += (self.lambda_unif,)
         return {
             **super().rules(),
             "target in ('auto', 'prefix', 'projection')": self.target
@@ -172,10 +178,8 @@ class SAMDParams(DistillParams):
             "head_init_texts ≥ 1": self.head_init_texts >= 1,
             "span_norm only with span_space='hidden'": not self.span_norm
             or self.span_space == "hidden",
-            "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_sam, margin ≥ 0": min(
-                *weights, self.lambda_sam, self.margin
-            )
-            >= 0,
+            "lambda_point, lambda_sim, lambda_resim, lambda_span, lambda_unif, lambda_sam, "
+            "margin ≥ 0": min(*weights, self.lambda_sam, self.margin) >= 0,
             "max_pairs ≥ 2 or None": self.max_pairs is None or self.max_pairs >= 2,
             "min_dim, sam_every, min_tokens, layers ≥ 1": min(
                 self.min_dim, self.sam_every, self.min_tokens, self.layers
@@ -474,6 +478,9 @@ class SAMDLoss(Objective):
         if p.lambda_span > 0:
             terms["span"] = self.span_loss(out, batch)
             total = total + p.lambda_span * terms["span"]
+        if p.lambda_unif > 0:  # SimCSE's InfoNCE with the first pass as its own positive
+            terms["unif"] = info_nce(s, s, p.temperature)
+            total = total + p.lambda_unif * terms["unif"]
         if self.sam_due(step):
             terms["sam"] = self.sam_loss(out["attentions"], batch)
             total = total + p.lambda_sam * terms["sam"]
