@@ -111,6 +111,8 @@ bench:
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
 	# SAMD at CDM's recipe (SimCSE at ½ instead of L_rel) at lr 1e-4, chosen on dev (finding 24)
 	$(L6) --methods SAMD --tag cdm-like-lr1e-4 --param lr=1e-4 --seeds 0 1 2 $(CDM_LIKE)
+	# the same mix in one pass, L_unif in place of SimCSE's second pass (dev finding 25)
+	$(L6) --methods SAMD --tag unif-lr1e-4 --param lr=1e-4 --seeds 0 1 2 $(UNIF)
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
@@ -128,6 +130,8 @@ DEVE5 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --teacher 
 DEV3T = $(DEV3) --param max_steps=1000 --param lr=1e-4 --param interpolate=1
 # SAMD at CDM's recipe: L_rel off, SimCSE at CDM's weights (finding 16)
 CDM_LIKE = --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_task": 0.5, "w_kd": 0.5}'
+# The same mix in one pass: SimCSE's InfoNCE with the first pass as its positive (L_unif)
+UNIF = --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_kd": 0.5, "lambda_unif": 1}'
 bench-dev:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 e5-small embeddinggemma-300m"
 	$(DEV) --methods EmbedDistill Relational --tag s250 --param max_steps=250
@@ -220,6 +224,9 @@ bench-dev:
 	for s in 0 1; do $(call HALF,$(RUNS)/bench-dev/MinED+s1000-lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student,results/bench-dev/wise/MinED-lr1e-4-a0.5-seed$$s.json,--split dev); done
 	$(DEV) --methods SAMD --tag s1000-span-mse-cdm-like-lr1e-4 --param max_steps=1000 \
 	  --param lr=1e-4 --seeds 0 1 $(CDM_LIKE)
+	# Finding 25: SimCSE's second pass replaced by L_unif (one pass).
+	$(DEV) --methods SAMD --tag s1000-span-mse-unif-lr1e-4 --param max_steps=1000 \
+	  --param lr=1e-4 --seeds 0 1 $(UNIF)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup

@@ -2,7 +2,7 @@
 
     python scripts/bench.py --output bench.json [--teacher e5-small] [--student minilm-l6]
         [--methods SAMD EmbedDistill] [--baseline EmbedDistill] [--steps 24] [--batch-size 32]
-        [--max-length 64]
+        [--max-length 64] [--variant LABEL METHOD JSON ...]
 
 All variants run in one process on the same batches, interleaved step by step; ratios are
 against the SimCSE step of the same run (DESIGN.md §8 targets: KD-with-cache ≤ 1.15× SimCSE,
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import resource
 import sys
@@ -69,9 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
+    p.add_argument(
+        "--variant",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("LABEL", "METHOD", "JSON"),
+        help="also time METHOD with these params as 'LABEL (cache)', e.g. SAMD+unif SAMD "
+        "'{\"lambda_unif\": 1}' (repeatable)",
+    )
     p.add_argument("--no-live", action="store_true", help="skip the live-teacher SAMD row")
     p.add_argument("--output", type=Path, default=Path("bench.json"))
     return p
+
+
+def parse_params(raw: str) -> dict:
+    """A ``--variant``'s JSON object of method parameters (checked by the method's params)."""
+    hint = f"--variant params must be a JSON object such as '{{\"w_kd\": 1}}'; got {raw!r}"
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{hint} ({err}).") from err
+    if not isinstance(params, dict):
+        raise SystemExit(f"{hint}.")
+    return params
 
 
 def timed_fresh_cache(teacher, texts: list[str], max_length: int, scratch: Path):
@@ -95,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods == ["all"]
         else [get_method(m).name for m in args.methods]
     )
+    variants = [(label, get_method(m).name, parse_params(raw)) for label, m, raw in args.variant]
     texts = corpus_texts(args.eval_dir, args.batch_size * (args.steps + args.warmup))
     student = load_encoder(
         args.student, device="cpu", max_length=args.max_length, attn_implementation="eager"
@@ -107,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     encode_s = time.perf_counter() - t0
     scratch = tempfile.TemporaryDirectory(prefix="samd-bench-cache-")  # removed at the end
     cache, cache_s = timed_fresh_cache(teacher, texts, args.max_length, Path(scratch.name))
-    maps = sorted({m for name in methods for m in get_method(name).maps})
+    names = methods + [name for _, name, _ in variants]
+    maps = sorted({m for name in names for m in get_method(name).maps})
     dataset = DistillDataset(
         texts, student.tokenizer, args.max_length, student.spec.prompt, cache, maps=maps
     )
@@ -122,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in methods:
         module = get_method(name).build(copy.deepcopy(student), info, {})
         steps[f"{name} (cache)"] = training_step(
+            module, cached_batches(dataset, args.batch_size), total
+        )
+    for label, name, params in variants:
+        module = get_method(name).build(copy.deepcopy(student), info, params)
+        steps[f"{label} (cache)"] = training_step(
             module, cached_batches(dataset, args.batch_size), total
         )
     if "SAMD" in methods and not args.no_live:

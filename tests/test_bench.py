@@ -167,6 +167,10 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
         "0",
         "--batch-size",
         "8",
+        "--variant",
+        "SAMD+unif",
+        "SAMD",
+        '{"lambda_unif": 1, "lambda_sim": 0}',
         "--output",
         str(out),
     ]
@@ -174,7 +178,8 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
-    expected = {"SimCSE", "SAMD (live teacher)", *(f"{m} (cache)" for m in methods)}
+    expected = {"SimCSE", "SAMD (live teacher)", "SAMD+unif (cache)"}
+    expected |= {f"{m} (cache)" for m in methods}
     assert set(report["steps"]) == expected
     ref = report["steps"]["SimCSE"]
     for name, row in report["steps"].items():  # ratios are against the SimCSE row of this run
@@ -187,3 +192,7 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
     # nothing is left in the user's cache folder for a later run to hit
     assert "teacher cache built" in run.stderr and "teacher cache hit" not in run.stderr
     assert not (tmp_path / "cache" / "teacher").exists()
+    bad = subprocess.run(  # a variant's params that are not a JSON object stop with a hint
+        [*cmd[:2], "--variant", "x", "SAMD", "[1]"], cwd=REPO, capture_output=True, text=True
+    )
+    assert bad.returncode != 0 and "must be a JSON object" in bad.stderr
