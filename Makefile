@@ -104,6 +104,8 @@ bench:
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
 	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
+	# SAMD with L_unif in place of L_rel on minilm-l3 (dev findings 25, 26)
+	$(L3) --methods SAMD --tag unif --seeds 0 1 2 $(UNIF)
 	# SAMD at lr 1e-4 on minilm-l6 (α = ½; dev finding 23), a tagged row
 	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
@@ -227,6 +229,8 @@ bench-dev:
 	# Finding 25: SimCSE's second pass replaced by L_unif (one pass).
 	$(DEV) --methods SAMD --tag s1000-span-mse-unif-lr1e-4 --param max_steps=1000 \
 	  --param lr=1e-4 --seeds 0 1 $(UNIF)
+	# Finding 26: the same on minilm-l3 (lr 1e-4, α = 1).
+	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-unif --seeds 0 1 $(UNIF)
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
