@@ -225,7 +225,7 @@ class SAMDLoss(Objective):
     ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_span ``t_hidden``
     (B, T_t, H_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t); for L_SAM ``s_real``,
     ``t_real``, ``t_attn`` (B, L, T_t, T_t), ``overlap``. Logs: ``loss``, ``point``, ``sim``,
-    ``resim``, ``span`` (and ``task``, ``sam`` when those are on).
+    ``resim``, ``span`` (and ``task``, ``unif``, ``sam`` when those are on).
 
     References:
         Reimers & Gurevych, EMNLP 2020, https://arxiv.org/abs/2004.09813; Zhang et al.,
