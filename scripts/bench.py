@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.methods == ["all"]
         else [get_method(m).name for m in args.methods]
     )
-    variants = [(label, get_method(m).name, parse_params(raw)) for label, m, raw in args.variant]
+    variants = [(name, name, {}) for name in methods]  # (label, method, params) each timed
+    variants += [(label, get_method(m).name, parse_params(raw)) for label, m, raw in args.variant]
     texts = corpus_texts(args.eval_dir, args.batch_size * (args.steps + args.warmup))
     student = load_encoder(
         args.student, device="cpu", max_length=args.max_length, attn_implementation="eager"
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     encode_s = time.perf_counter() - t0
     scratch = tempfile.TemporaryDirectory(prefix="samd-bench-cache-")  # removed at the end
     cache, cache_s = timed_fresh_cache(teacher, texts, args.max_length, Path(scratch.name))
-    names = methods + [name for _, name, _ in variants]
-    maps = sorted({m for name in names for m in get_method(name).maps})
+    maps = sorted({m for _, name, _ in variants for m in get_method(name).maps})
     dataset = DistillDataset(
         texts, student.tokenizer, args.max_length, student.spec.prompt, cache, maps=maps
     )
@@ -143,11 +143,6 @@ def main(argv: list[str] | None = None) -> int:
             SimCSELoss(copy.deepcopy(student)), cached_batches(plain, args.batch_size), total
         )
     }
-    for name in methods:
-        module = get_method(name).build(copy.deepcopy(student), info, {})
-        steps[f"{name} (cache)"] = training_step(
-            module, cached_batches(dataset, args.batch_size), total
-        )
     for label, name, params in variants:
         module = get_method(name).build(copy.deepcopy(student), info, params)
         steps[f"{label} (cache)"] = training_step(

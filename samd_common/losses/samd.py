@@ -164,8 +164,13 @@ class SAMDParams(DistillParams):
 
     def rules(self) -> dict[str, bool]:
         """Known target, non-negative weights, sane counts and fractions."""
-        weights = (self.lambda_point, self.lambda_sim, self.lambda_resim, self.lambda_span)
-        weights += (self.lambda_unif,)
+        weights = (
+            self.lambda_point,
+            self.lambda_sim,
+            self.lambda_resim,
+            self.lambda_span,
+            self.lambda_unif,
+        )
         return {
             **super().rules(),
             "target in ('auto', 'prefix', 'projection')": self.target
