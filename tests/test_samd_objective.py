@@ -358,6 +358,26 @@ def test_unif_is_simcse_infonce_with_the_first_pass_as_its_positive(student, for
         SAMDParams(lambda_unif=-1.0)
 
 
+def test_unif_prefixes_sum_l_unif_over_the_student_prefixes(student):
+    """``unif_prefixes``: L_unif = Σ_m InfoNCE(s_{:m}, s_{:m}), each prefix renormalised."""
+    student.eval()
+    loss_fn = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=1.0, unif_prefixes=True)
+    batch = make_batch(student)
+    with torch.no_grad():
+        s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
+        _, logs = loss_fn(batch, step=0, total_steps=1)
+    by_hand = 0.0
+    for m in DIMS:
+        u = s[:, :m] / s[:, :m].norm(dim=-1, keepdim=True)
+        by_hand += (torch.logsumexp(u @ u.T / 0.07, dim=1) - 1 / 0.07).mean().item()
+    assert loss_fn.params.temperature == 0.07 and len(DIMS) == 2  # the default τ
+    assert logs["unif"] == pytest.approx(by_hand, rel=1e-5)
+    full_only = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=1.0)
+    with torch.no_grad():
+        _, logs_full = full_only(batch, step=0, total_steps=1)
+    assert logs["unif"] > logs_full["unif"]  # the smaller prefix adds its own term
+
+
 def test_bf16_autocast_with_an_fp16_cache(student):
     loss_fn = samd(student, use_sam=True, layers=2, sam_every=1)
     loss_fn.teacher_layers = 3

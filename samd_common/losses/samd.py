@@ -32,8 +32,10 @@ Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task te
 a second student pass), ``L_unif`` (``lambda_unif``), SimCSE's InfoNCE with the first pass as its
 own positive — ``InfoNCE(s, s) = mean_i log Σ_j exp((cos(s_i, s_j) − 1)/τ)``, the repulsion of
 SimCSE's in-batch negatives (the uniformity of Wang & Isola, ICML 2020) without its dropout views,
-so without the second pass (dev finding 25), ``L_SAM``, the span-projected attention CKA of the
-first SAMD design (``use_sam``; needs eager attention), and L_span at every student prefix
+so without the second pass (dev finding 25) — at the full width, or summed over the student's
+prefixes (``unif_prefixes``: ``Σ_m w_m InfoNCE(s_{:m}, s_{:m})``, as L_rel; finding 27),
+``L_SAM``, the span-projected attention CKA of the first SAMD design (``use_sam``; needs eager
+attention), and L_span at every student prefix
 (``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over m;
 −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through a linear
 teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's embedding is
@@ -96,7 +98,7 @@ from torch import nn
 from samd_common.config import halving_dims
 from samd_common.distributed import gather_across_ranks
 from samd_common.losses.base import Logged, Objective, Outputs, require_eager_attention
-from samd_common.losses.contrastive import info_nce
+from samd_common.losses.contrastive import info_nce, matryoshka_info_nce
 from samd_common.losses.embed_distill import pointwise_loss, prefix_pointwise_loss, resolve_target
 from samd_common.losses.matryoshka import check_matryoshka_dims
 from samd_common.losses.mined import DISTANCES
@@ -148,6 +150,7 @@ class SAMDParams(DistillParams):
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
     lambda_unif: float = 0.0  # weight of L_unif, SimCSE's negatives in one pass (0: off)
+    unif_prefixes: bool = False  # L_unif at every student prefix m (Σ_m w_m, as L_rel)
     span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
     span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
     span_prefixes: bool = False  # L_span at every student prefix m (a head Q_m: m → H_t each)
@@ -484,7 +487,11 @@ class SAMDLoss(Objective):
             terms["span"] = self.span_loss(out, batch)
             total = total + p.lambda_span * terms["span"]
         if p.lambda_unif > 0:  # SimCSE's InfoNCE with the first pass as its own positive
-            terms["unif"] = info_nce(s, s, p.temperature)
+            terms["unif"] = (
+                matryoshka_info_nce(s, s, self.dims, self.weights, p.temperature)
+                if p.unif_prefixes
+                else info_nce(s, s, p.temperature)
+            )
             total = total + p.lambda_unif * terms["unif"]
         if self.sam_due(step):
             terms["sam"] = self.sam_loss(out["attentions"], batch)
