@@ -66,8 +66,10 @@ cpu-bench:
 # questions (SAMD and the two sentence-level baselines first, then each target). minilm-l3
 # trains at lr 1e-4, every method alike, and keeps the whole update (SAMD's α = 1; dev findings
 # 9 and 14: the truncated student gains with every step of α), chosen on the dev protocol.
-# On minilm-l6 SAMD keeps half of its update (WiSE-FT, TrainConfig.interpolate = 0.5, finding 10);
-# SAMD+no-wise is the same training without it (the trained weights: identical per seed).
+# On minilm-l6 SAMD keeps half of its update (WiSE-FT, TrainConfig.interpolate = 0.5, finding 10)
+# and trains at lr 1e-4 (the bench preset's SAMD entry, finding 23). SAMD's default changed on
+# 2026-12-05 (L_unif in place of L_rel, dev findings 25 and 27); the runs of its earlier recipes
+# were relabelled SAMD+rel* (params pinned below), the SAMD+unif* runs became SAMD.
 # ≈ 10 h on 2 cores.
 BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
 # The bench/bench-dev evaluation alone (capped, fixed subsample), for students scored outside a
@@ -79,15 +81,21 @@ EVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 100
 HALF = test -f $(2) || $(EVAL) --interpolate-from minilm-l6 --alpha 0.5 $(3) --dims 384 96 \
   --model $(1) --output $(2)
 L6 = $(BENCH) --output-dir $(RUNS)/l6 --archive results/bench/runs
+# SAMD's relational recipe, its default until 2026-12-05: L_rel + L_span at w_kd 1, no L_unif
+REL = "lambda_sim": 3, "lambda_resim": 1, "w_kd": 1, "lambda_unif": 0
 L3 = $(BENCH) --student minilm-l3 --param lr=1e-4 --param interpolate=1 --output-dir $(RUNS)/l3 \
   --archive results/bench/l3/runs
 bench:
 	$(MAKE) models MODELS="minilm-l6 minilm-l3 embeddinggemma-300m"
 	$(L6) --methods SAMD Relational EmbedDistill --seeds 0 --reference
 	$(L6) --methods SAMD Relational --seeds 1 2
-	$(L6) --methods SAMD --tag no-wise --param interpolate=1 --seeds 0 1 2 \
-	  --param 'params={"span_distance": "cosine"}'
-	$(L6) --methods SAMD --tag span-cos --seeds 0 1 --param 'params={"span_distance": "cosine"}'
+	# SAMD's previous default (L_rel + the MSE span term, lr 2e-5), and the cosine span term before
+	# it (dev finding 13) with and without WiSE-FT
+	$(L6) --methods SAMD --tag rel-lr2e-5 --param lr=2e-5 --seeds 0 1 2 --param 'params={$(REL)}'
+	$(L6) --methods SAMD --tag rel-lr2e-5-span-cos-no-wise --param lr=2e-5 --param interpolate=1 \
+	  --seeds 0 1 2 --param 'params={$(REL), "span_distance": "cosine"}'
+	$(L6) --methods SAMD --tag rel-lr2e-5-span-cos --param lr=2e-5 --seeds 0 1 \
+	  --param 'params={$(REL), "span_distance": "cosine"}'
 	$(L6) --methods SAMD-MRL --seeds 0
 	mkdir -p results/bench/l3/runs/_reference
 	cp -n results/bench/runs/_reference/teacher-embeddinggemma-300m.json results/bench/l3/runs/_reference/
@@ -102,24 +110,26 @@ bench:
 	mkdir -p results/bench/wise
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-a0.5-seed$$s.json); done
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
-	# LP-FT on minilm-l3 (α = 1): L_span's head fit by ridge first (dev findings 19, 21)
-	$(L3) --methods SAMD --tag lstsq --seeds 0 1 2 --param 'params={"head_init": "lstsq"}'
-	# SAMD with L_unif in place of L_rel on minilm-l3 (dev findings 25, 26)
-	$(L3) --methods SAMD --tag unif --seeds 0 1 2 $(UNIF)
-	# SAMD at lr 1e-4 on minilm-l6 (α = ½; dev finding 23), a tagged row
-	$(L6) --methods SAMD --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
+	# SAMD's previous default on minilm-l3 (L_rel, no L_unif), and with LP-FT: L_span's head fit by
+	# ridge first (dev findings 19, 21)
+	$(L3) --methods SAMD --tag rel --seeds 0 1 2 --param 'params={$(REL)}'
+	$(L3) --methods SAMD --tag rel-lstsq --seeds 0 1 2 --param 'params={$(REL), "head_init": "lstsq"}'
+	# SAMD's previous default at lr 1e-4 on minilm-l6 (α = ½; dev finding 23)
+	$(L6) --methods SAMD --tag rel --seeds 0 1 2 --param 'params={$(REL)}'
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
 	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
-	# SAMD at CDM's recipe (SimCSE at ½ instead of L_rel) at lr 1e-4, chosen on dev (finding 24)
-	$(L6) --methods SAMD --tag cdm-like-lr1e-4 --param lr=1e-4 --seeds 0 1 2 $(CDM_LIKE)
-	# the same mix in one pass, L_unif in place of SimCSE's second pass (dev finding 25)
-	$(L6) --methods SAMD --tag unif-lr1e-4 --param lr=1e-4 --seeds 0 1 2 $(UNIF)
+	# SAMD at CDM's recipe: SimCSE's two-pass InfoNCE at ½ in place of L_unif (dev finding 24)
+	$(L6) --methods SAMD --tag simcse --seeds 0 1 2 --param 'params={"lambda_unif": 0, "w_task": 0.5}'
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
 # The dev-protocol study that sets the bench preset's budget and SAMD's design (issue 15; hours
 # on 2 cores, resumable: runs archived in results/bench-dev/runs are skipped), then its tables.
+# A log in the order it ran: each SAMD row ran with SAMD's defaults of its time (until finding 13
+# the cosine span term; until finding 27 L_rel on, L_unif off, and lr 2e-5 unless given; the
+# module docstring of samd_common/losses/samd.py lists them), so a row rerun from scratch needs
+# those pinned; its archived JSON records the params and lr it ran with.
 DEV = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 \
   --param eval_dir=$(abspath $(EVAL_DIR)) --output-dir $(RUNS) --archive results/bench-dev/runs
 DEV3 = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --student minilm-l3 \

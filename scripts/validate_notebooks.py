@@ -108,6 +108,8 @@ def _method(spec: MethodSpec) -> str:
     notation = (
         "$s^{(1)}, s^{(2)}$: the student's pooled embeddings under two dropout masks; $t$: the "
         "teacher's; $s_{:m}$: the first $m$ (Matryoshka) dims; $H$/$h$: token states; "
+        "$\\bar h_g$: the mean token state over a span group $g$ (the characters both "
+        "tokenizers cover); $Q$: a student-side head; $\\tau$: the InfoNCE temperature; "
         "$\\mathrm{Att}$: head-averaged attention; $t$ in $\\beta(t), \\alpha(t)$: training "
         "progress."
     )

@@ -36,6 +36,7 @@ from samd_common.data.holdout import (
 )
 from samd_common.data.tasks import load_tasks
 from samd_common.evaluation.suite import evaluate_suite
+from samd_common.losses import SAMDParams
 from samd_common.models import load_encoder
 from samd_common.training.batching import DistillDataset
 from samd_common.training.loop import TrainConfig, get_lr, train
@@ -187,6 +188,9 @@ def test_bench_preset_and_its_dev_twin():
     assert (cfg.teacher, cfg.student, cfg.max_texts) == ("embeddinggemma-300m", "minilm-l6", None)
     assert (cfg.corpus_seed, cfg.per_source, cfg.max_length) == (0, None, 96)
     assert cfg.train.max_steps == 1000 and cfg.train.proj_lr == 1e-3
+    other = experiment.make_config("CDM", preset="bench", eval_dir="unused")
+    assert (cfg.train.lr, other.train.lr) == (1e-4, 2e-5)  # SAMD's own step (dev finding 23)
+    assert experiment.make_config("SAMD", preset="bench", lr=3e-5).train.lr == 3e-5
     ev = cfg.eval
     assert (ev.max_train, ev.max_test, ev.seed, ev.dims) == (1000, 1000, 0, (384, 256, 128, 64))
     assert (ev.split, ev.holdout) == ("test", True)
@@ -201,6 +205,25 @@ def test_bench_preset_and_its_dev_twin():
     dev = experiment.make_config("SAMD", preset="bench-dev", eval_dir="unused")
     assert dev.eval.split == "dev" and dataclasses.replace(dev.eval, split="test") == ev
     assert PRESETS["bench-dev"] == dataclasses.replace(PRESETS["bench"], eval_split="dev")
+
+
+@pytest.mark.parametrize(
+    ("runs", "student", "over"),
+    [("runs", "minilm-l6", {}), ("l3/runs", "minilm-l3", {"lr": 1e-4, "interpolate": 1})],
+)
+def test_headline_samd_runs_are_samd_at_its_defaults(runs, student, over):
+    """Each archived ``SAMD`` run trained what ``make bench``'s plain SAMD rows configure today."""
+    files = sorted((REPO / "results" / "bench" / runs / "SAMD").glob("seed*/results.json"))
+    assert len(files) == 3
+    for f in files:
+        ran = json.loads(f.read_text(encoding="utf-8"))["config"]
+        cfg = experiment.make_config(
+            "SAMD", preset="bench", student=student, eval_dir="unused", seed=ran["seed"], **over
+        )
+        assert SAMDParams.from_dict(ran["params"]) == SAMDParams.from_dict(cfg.params), f
+        train = dataclasses.asdict(cfg.train)
+        for key in ("lr", "max_steps", "batch_size", "interpolate", "proj_lr", "grad_clip"):
+            assert ran["train"][key] == train[key], (f, key)
 
 
 # ---------------------------------------------------------------- the step budget

@@ -24,7 +24,7 @@ from samd_common.training.teacher_cache import build_teacher_cache
 REPO = Path(__file__).resolve().parents[1]
 # Log keys of one step at progress 0 with the default parameters (the training loop's contract).
 LOG_KEYS = {
-    "SAMD": {"loss", "sim", "resim", "span"},
+    "SAMD": {"loss", "span", "unif"},
     "SAMD-MRL": {"loss", "task", "sim", "resim", "span"},
     "MRL": {"loss"},
     "ESE": {"loss", "last", "last_compress", "layer", "layer_index", "layer_weight"},

@@ -72,7 +72,7 @@ def samd(student, **params) -> SAMDLoss:
 
 def test_params_from_dict_and_validation():
     assert SAMDParams.from_dict({"lambda_span": 0.5}).lambda_span == 0.5
-    assert (SAMDParams().w_task, SAMDParams().w_kd, SAMDParams().use_sam) == (0.0, 1.0, False)
+    assert (SAMDParams().w_task, SAMDParams().w_kd, SAMDParams().use_sam) == (0.0, 0.5, False)
     with pytest.raises(ValueError, match="[Dd]id you mean 'lambda_span'"):
         SAMDParams.from_dict({"lambda_spn": 0.5})
     with pytest.raises(ValueError, match="target"):
@@ -89,6 +89,7 @@ def test_params_from_dict_and_validation():
 
 
 def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls):
+    """Default: ½·L_span + ½·L_unif in one pass; L_point and L_rel add their halves when on."""
     student.eval()  # deterministic: the hand computation sees the same embeddings
     loss_fn = samd(student)
     assert loss_fn.target == "prefix" and loss_fn.proj is None and loss_fn.dims == DIMS
@@ -98,23 +99,25 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     calls = forward_calls(student)
     loss, logs = loss_fn(batch, step=3, total_steps=10)
     assert len(calls) == 1  # no SimCSE by default: one student pass
-    assert set(logs) == {"loss", "sim", "resim", "span"}  # L_point off by default
+    assert set(logs) == {"loss", "span", "unif"}  # L_point and L_rel off by default
     s, t = out["sentence_embedding"], batch["t_pooled"]
-    t = t - t.mean(0)  # centred; without a corpus mean, the batch's
-    rel, _ = relational_loss(s, t, DIMS)
     b = batch
-    h_s = out["token_embeddings"]
     span = span_group_hidden_loss(
-        h_s, b["t_hidden"], b["s_group"], b["t_group"], loss_fn.span_head, distance="mse"
+        *(out["token_embeddings"], b["t_hidden"], b["s_group"], b["t_group"]),
+        *(loss_fn.span_head, "mse"),
     )  # mse: SAMD's default span distance (dev finding 13)
-    assert loss.item() == pytest.approx((rel + span).item(), rel=1e-5)
-    # with lambda_point = 1 the loss adds L_point over the same prefixes
-    with_point = samd(student, lambda_point=1.0)
-    with_point.span_head.load_state_dict(loss_fn.span_head.state_dict())  # same Q
-    loss_p, logs_p = with_point(batch, step=3, total_steps=10)
-    point = prefix_pointwise_loss(s, t, DIMS)
-    assert logs_p["point"] == pytest.approx(point.item(), rel=1e-5)
-    assert (loss_p - loss).item() == pytest.approx(point.item(), rel=1e-4)
+    unif = info_nce(s, s, 0.07)
+    assert loss.item() == pytest.approx(0.5 * (span + unif).item(), rel=1e-5)
+    t = t - t.mean(0)  # centred; without a corpus mean, the batch's
+    for extra, term in (
+        ({"lambda_point": 1.0}, prefix_pointwise_loss(s, t, DIMS)),
+        ({"lambda_sim": 3.0, "lambda_resim": 1.0}, relational_loss(s, t, DIMS)[0]),
+    ):
+        on = samd(student, **extra)
+        on.span_head.load_state_dict(loss_fn.span_head.state_dict())  # same Q
+        loss_on, logs_on = on(batch, step=3, total_steps=10)
+        assert (loss_on - loss).item() == pytest.approx(0.5 * term.item(), rel=1e-4)
+    assert logs_on["sim"] + logs_on["resim"] > 0
 
 
 def test_span_prefixes_sum_the_span_term_over_the_student_prefixes(student):
@@ -232,7 +235,8 @@ def test_span_norm_divides_the_mse_span_term_by_the_teacher_variance(student):
 def test_targets_equal_to_the_student_give_zero(student):
     """Teacher = the student itself (prefix and span targets): every term is 0 (margin 0)."""
     student.eval()
-    loss_fn = samd(student, dims=[32], margin=0.0, center=False, lambda_point=1.0)
+    on = {"lambda_point": 1.0, "lambda_sim": 3.0, "lambda_resim": 1.0, "lambda_unif": 0.0}
+    loss_fn = samd(student, dims=[32], margin=0.0, center=False, **on)
     batch = make_batch(student)
     with torch.no_grad():
         out = student(batch["input_ids"], batch["attention_mask"])
@@ -304,7 +308,8 @@ def test_targets_are_centred_with_the_corpus_mean(student):
 
 
 def test_switched_off_terms_are_neither_computed_nor_read(student):
-    loss_fn = samd(student, lambda_span=0.0, lambda_sim=0.0, lambda_resim=0.0, lambda_point=1.0)
+    off = {"lambda_span": 0.0, "lambda_unif": 0.0, "w_kd": 1.0}
+    loss_fn = samd(student, **off, lambda_sim=0.0, lambda_resim=0.0, lambda_point=1.0)
     assert loss_fn.span_head is None
     batch = {k: v for k, v in make_batch(student).items() if k not in ("t_hidden", "s_group")}
     _, logs = loss_fn(batch, step=0, total_steps=1)  # the span keys are not needed
@@ -335,7 +340,7 @@ def test_simcse_and_attention_options(student, forward_calls):
 def test_unif_is_simcse_infonce_with_the_first_pass_as_its_positive(student, forward_calls):
     """``lambda_unif``: one pass; L_unif = InfoNCE(s, s); it pushes near-duplicates apart."""
     student.eval()
-    loss_fn = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=2.0, temperature=0.1)
+    loss_fn = samd(student, w_kd=1.0, lambda_unif=2.0, temperature=0.1)
     batch = make_batch(student)
     calls = forward_calls(student)
     loss, logs = loss_fn(batch, step=0, total_steps=1)

@@ -145,6 +145,11 @@ class SAMDMRLParams(SAMDParams):
 
     w_task: float = 1.0  # weight of Σ_m InfoNCE (§6.8 writes the sum unweighted; SAMD: 0)
     w_kd: float = 1.0  # weight of SAMD's distillation terms
+    # SAMD-MRL keeps the relational terms SAMD had when its bench rows ran (L_rel, no L_unif: its
+    # Matryoshka InfoNCE already spreads the embeddings); SAMD's switch to L_unif is not re-run here
+    lambda_sim: float = 3.0
+    lambda_resim: float = 1.0
+    lambda_unif: float = 0.0
     mrl_min_dim: int = 16  # smallest dim of the task loss's halving series
     mrl_dims: list[int] | None = None  # explicit task-loss dims; None → halving_dims(D_s, 16)
 

@@ -1,16 +1,9 @@
 """SAMD — Span-Aware Matryoshka Distillation (this project's own method; no paper yet).
 
-SAMD distils a teacher into a student with another tokenizer at every Matryoshka prefix of the
-student, through three terms whose targets never move (the teacher runs once, into the cache):
+SAMD distils a teacher into a student with another tokenizer. Its default objective has two
+terms, computed from one student pass against targets that never move (the teacher runs once,
+into the cache):
 
-* ``L_point`` — each student prefix ``s_{:m}`` regresses (cosine) onto the same-size prefix of a
-  Matryoshka-trained teacher's embedding (the model table's ``matryoshka_dims``; EmbeddingGemma
-  at 768/512/256/128). For a teacher that is not Matryoshka, or narrower than the student, a
-  **student-side** head ``P: D_s → D_t`` (dropped after training) maps the full embedding onto
-  the teacher's instead (``target="projection"``). Reimers & Gurevych 2020; EmbedDistill.
-* ``L_rel`` — Jasper's relational terms at every student prefix: the in-batch cosine matrix of
-  ``s_{:m}`` regresses onto the teacher's (``L_sim``) and ranks the in-batch pairs as the
-  teacher does (``L_resim``, a hinge with margin); width-free, no projection.
 * ``L_span`` — the span-aware, cross-tokenizer term: both tokenizations of a text are cut into
   *span groups* (connected components of the character-overlap graph of their tokens, so each
   group covers the same characters on both sides); the mean student token state of each group,
@@ -18,72 +11,76 @@ student, through three terms whose targets never move (the teacher runs once, in
   squared error, CDM's distance; ``span_distance="cosine"`` is the first design's) onto the mean
   teacher token state of the same group. It carries token-level knowledge that a pooled
   embedding cannot, with no shared vocabulary.
+* ``L_unif`` — SimCSE's in-batch InfoNCE with the first pass as its own positive,
+  ``InfoNCE(s, s) = mean_i log Σ_j exp((cos(s_i, s_j) − 1)/τ)`` (τ = ``temperature``, 0.07): the
+  repulsion of SimCSE's in-batch negatives (the uniformity of Wang & Isola, ICML 2020) without
+  its dropout views, so without SimCSE's second student pass.
 
-The teacher targets are **centred** (``center``): the corpus mean of the cached teacher embeddings
-(``TeacherInfo.pooled_mean``, a fixed vector) is subtracted before both sentence-level terms.
-EmbeddingGemma's embeddings are anisotropic (mean pairwise cosine 0.46 over the bench corpus,
-norm of the mean unit vector 0.68): regressing onto the raw directions first pulls every student
-embedding towards that shared mean, which collapses the student before the residual structure is
-learnt (the pointwise baseline after 250 steps: every pair at cosine ≈ 0.99, STS-B −26 points on
-the dev protocol). Centred targets keep only the part that tells texts apart; a prefix of a
+``L = w_kd·(λ_span·L_span + λ_unif·L_unif) = ½·L_span + ½·L_unif`` (w_kd = ½, λ_span = λ_unif =
+1), ``L_span = mean_{(b, g)} mean_d (Q·mean_{j∈g} h_s[b, j] − mean_{i∈g} h_t[b, i])²``; after
+training the student keeps half of its update (WiSE-FT, below); the `bench` preset trains SAMD at
+lr 1e-4. The general form, with the optional terms below:
+``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span + λ_unif·L_unif
+[+ λ_sam·L_SAM])``, ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``, ``t̃ = t − μ_t``,
+``L_rel = Σ_m w_m (λ_sim·L_sim(S(s_{:m}), S(t̃)) + λ_resim·L_resim(S(s_{:m}), S(t̃)))``,
+m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
+
+Each part's place and weight was decided on the benchmark's dev protocol
+(``results/bench-dev/README.md``, its numbered findings) and then read on test (``results/bench``):
+
+* L_span in MSE, not cosine (finding 13): +0.38 ± 0.05 avg ID, +0.85 ± 0.35 OOD (two seeds).
+  Its value (≈ 13 at the end of a run with EmbeddingGemma) follows the teacher's token-state
+  scale (σ̄²_t, the per-dimension variance of its cached states: 17.24 EmbeddingGemma, 0.026
+  e5-small); ``span_norm=True`` divides it by σ̄²_t (scale-free; off: at the implicit weight it
+  cost the e5-small pair 2.9 points, finding 15). With another teacher, read the logged ``span``
+  against ``unif`` and choose λ_span on a dev split. L_span pairs practically the same tokens as
+  CDM's DTW path (15.7 span groups vs 15.9 merged steps per text, finding 16).
+* L_unif in place of SimCSE (finding 25): SimCSE beside the span term, at CDM's ½ : ½ weights,
+  gained on the STS tasks (finding 24) but doubles the step; L_unif keeps the gain (+0.13 ± 0.08
+  avg ID over SimCSE on dev; on test +0.11 ± 0.05, three seeds) at 1.02× the pointwise step.
+* ``L_rel`` — Jasper's relational terms at every student prefix: the in-batch cosine matrix of
+  ``s_{:m}`` regresses onto the teacher's (``L_sim``) and ranks the in-batch pairs as the
+  teacher does (``L_resim``, a hinge with margin) — was SAMD's sentence-level Matryoshka term
+  until finding 27 and is **off by default** (``lambda_sim=3, lambda_resim=1`` restores it):
+  with EmbeddingGemma it added nothing measurable (without it +0.15 ± 0.05 avg ID on minilm-l6,
+  +0.61 ± 0.15 on minilm-l3, findings 16, 21); it had stayed only because the span term alone
+  fails with e5-small's small token states (66.60 vs 70.46, finding 15), and L_unif now does that
+  job (70.29 avg ID, +1.0 OOD, finding 27). On test (minilm-l6, lr 1e-4, α = ½, seeds 0–2) the
+  switch from L_rel to L_unif is worth +0.31 ± 0.07 avg ID and +0.46 ± 0.27 OOD.
+* ``L_point`` — each student prefix regresses (cosine) onto the same-size prefix of a
+  Matryoshka-trained teacher's embedding (the model table's ``matryoshka_dims``), or, for a
+  teacher that is not Matryoshka or narrower than the student, through a **student-side** head
+  ``P: D_s → D_t`` (``target="projection"``; Reimers & Gurevych 2020; EmbedDistill) — **off**
+  (``lambda_point=0``): its pull onto the teacher's pointwise directions cost 4 points avg ID
+  (74.31 vs 78.37–78.58; STS-B 74.8 vs 84.8; the first dev findings).
+
+The teacher targets of L_point and L_rel are **centred** (``center``): the corpus mean of the
+cached teacher embeddings (``TeacherInfo.pooled_mean``) is subtracted. EmbeddingGemma's
+embeddings are anisotropic (mean pairwise cosine 0.46 over the bench corpus): regressing onto
+the raw directions first pulls every student embedding towards that shared mean (the pointwise
+baseline after 250 steps: every pair at cosine ≈ 0.99, STS-B −26 points on dev). A prefix of a
 centred vector is centred, so one mean serves every prefix.
 
-Optional (off by default; kept for the ablations): SimCSE's InfoNCE as a task term (``w_task > 0``,
-a second student pass), ``L_unif`` (``lambda_unif``), SimCSE's InfoNCE with the first pass as its
-own positive — ``InfoNCE(s, s) = mean_i log Σ_j exp((cos(s_i, s_j) − 1)/τ)``, the repulsion of
-SimCSE's in-batch negatives (the uniformity of Wang & Isola, ICML 2020) without its dropout views,
-so without the second pass (dev finding 25) — at the full width, or summed over the student's
-prefixes (``unif_prefixes``: ``Σ_m w_m InfoNCE(s_{:m}, s_{:m})``, as L_rel; finding 27),
-``L_SAM``, the span-projected attention CKA of the first SAMD design (``use_sam``; needs eager
-attention), and L_span at every student prefix
-(``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over m;
-−1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17), and L_span's targets mapped through a linear
-teacher Dense head (``span_space="embedding"``: ``W·h_t``, the space the teacher's embedding is
-pooled in; −0.03 ± 0.01 avg ID, +0.42 ± 0.19 @96 over two seeds, finding 18), and the span head fit
-by ridge regression before the first step (``head_init="lstsq"``, LP-FT: +0.23 ± 0.12 avg ID, +4.05
-± 0.15 OOD on minilm-l3 at α = 1 over two seeds; +0.11 ± 0.07 / −0.95 ± 0.15 on minilm-l6 at α = ½,
-where WiSE-FT already keeps the features: for runs with ``interpolate=1``; finding 19).
-
-``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span + λ_unif·L_unif
-[+ λ_sam·L_SAM])``, ``L_unif = InfoNCE(s, s)``, ``L_point = Σ_m w_m (1 − cos(s_{:m}, t̃_{:m}))``,
-``t̃ = t − μ_t`` (centred teacher embedding),
-``L_rel = Σ_m w_m (λ_sim·L_sim(S(s_{:m}), S(t̃)) + λ_resim·L_resim(S(s_{:m}), S(t̃)))``,
-``L_span = mean_{(b, g)} mean_d (Q·mean_{j∈g} h_s[b, j] − mean_{i∈g} h_t[b, i])²``,
-m over the halving series of the student width down to ``min_dim`` (384, 192, 96, 48), w_m = 1.
-Each term's place and weight is decided on the benchmark's dev protocol
-(``results/bench-dev/README.md``, one seed, 1,000 steps): ``L_point`` is **off by default**
-(``lambda_point=0``): with it SAMD's avg ID was 74.31, without it 78.37 / 78.46 / 78.58 in three
-variants (with/without ``L_span``, on teacher-neighbour batches) — its pull onto the teacher's
-pointwise directions costs STS (STS-B 74.8 vs 84.8). ``L_span`` with the cosine distance did
-not earn its place (without it avg ID 78.46 vs 78.37 with it, within one seed's noise); with
-the **mean squared error** (the distance CDM applies to its DTW-aligned tokens) it does: at α = ½
-over seeds 0 and 1, MSE − cosine = +0.38 ± 0.05 avg ID, +0.85 ± 0.35 OOD, +0.82 ± 0.04 avg ID
-@96 (79.12 / 79.19 vs 78.79 / 78.76; finding 13). So the default objective is
-``L = Σ_m (λ_sim·L_sim + λ_resim·L_resim) + λ_span·L_span`` on centred targets, L_span in MSE;
-``lambda_point=1`` restores the pointwise term, ``span_distance="cosine"`` the first span term.
-The MSE span term's value (≈ 13 at the end of a run) is two orders of magnitude above
-``L_rel``'s (≈ 0.15), so it carries most of the gradient. That value follows the teacher's
-token-state scale (σ̄²_t, the per-dimension variance of its cached states: 17.24 EmbeddingGemma,
-0.026 e5-small), and finding 15 shows both terms are needed because of it: with EmbeddingGemma
-L_rel adds nothing measurable (without it +0.15 ± 0.05 avg ID, two seeds, finding 21); on
-e5-small → minilm-l3 L_rel carries the whole gain (70.55 alone, 70.46 with the weak span term)
-and the span term alone loses (66.60; undistilled 68.71). ``span_norm=True`` makes the term
-scale-free (the MSE ÷ σ̄²_t, ``TeacherInfo.hidden_var``); at λ_span = 16, EmbeddingGemma's
-implicit weight, it costs the e5-small pair 2.9 points, so it is an option, off: with another
-teacher, compare the logged ``span`` with ``sim`` + ``resim`` and choose λ_span on a dev split.
-L_span pairs practically the same tokens as CDM's DTW path (15.7 span groups vs 15.9 merged
-steps per text, finding 16): on EmbeddingGemma → minilm-l3, SAMD without L_rel at CDM's weights
-(SimCSE, w_task = w_kd = ½) scores what CDM scores (74.06 vs 74.00 dev avg ID), and L_rel costs
-0.61 ± 0.15 there (two seeds; 0.15 ± 0.05 on minilm-l6) — its weight, like λ_span's, depends on
-the teacher.
+Other options (off by default; kept for the ablations): SimCSE's InfoNCE as a task term (``w_task
+> 0``, a second student pass); L_unif summed over the student's prefixes (``unif_prefixes``:
+``Σ_m w_m InfoNCE(s_{:m}, s_{:m})``, finding 28); ``L_SAM``, the span-projected attention CKA of
+the first SAMD design (``use_sam``; needs eager attention); L_span at every student prefix
+(``span_prefixes``: a head ``Q_m: m → H_t`` on the first m dims of each token state, summed over
+m; −1.30 dev avg ID, +0.07 @96 on minilm-l3, finding 17); L_span's targets mapped through a
+linear teacher Dense head (``span_space="embedding"``: ``W·h_t``; −0.03 ± 0.01 avg ID, +0.42 ±
+0.19 @96, finding 18); and the span head fit by ridge regression before the first step
+(``head_init="lstsq"``, LP-FT: +0.23 ± 0.12 avg ID, +4.05 ± 0.15 OOD on minilm-l3 at α = 1;
++0.11 ± 0.07 / −0.95 ± 0.15 on minilm-l6 at α = ½, where WiSE-FT already keeps the features:
+for runs with ``interpolate=1``; finding 19).
 
 After training, SAMD's student keeps **half of its update**: ``θ = θ₀ + α·(θ₁ − θ₀)``, α = ½
 (WiSE-FT, Wortsman et al. 2022; ``models.merge``, ``TrainConfig.interpolate``, SAMD's registry
 default). The objective is unchanged; the interpolation is applied once, by the run's train stage.
 Chosen on the dev protocol (finding 10; one training run scored at α = 0, ¼, ½, ¾, 1): avg ID
 77.79 / 78.53 / **78.79** / 78.65 / 78.37 — the distillation's gains on Tweet, MRPC and WiC are
-mostly kept while STS-B and SICK-R return to (or above) the undistilled student's (87.53 / 79.90
-at α = ½ vs 84.84 / 76.79 at α = 1 and 86.79 / 79.80 undistilled).
+mostly kept while STS-B and SICK-R return to (or above) the undistilled student's. A student
+that keeps a real gap to close (minilm-l3, findings 9 and 14) keeps the whole update
+(``interpolate=1``).
 """
 
 from __future__ import annotations
@@ -132,24 +129,24 @@ SPAN_KEYS = ("t_hidden", "s_group", "t_group")
 class SAMDParams(DistillParams):
     """SAMD hyper-parameters; defaults from the dev study (module docstring).
 
-    ``w_task`` (0: no SimCSE, one student pass) weighs the InfoNCE term, ``w_kd`` (1) the
-    distillation terms, ``temperature`` is the InfoNCE τ when SimCSE is on.
+    ``w_task`` (0: no SimCSE, one student pass) weighs SimCSE's two-pass InfoNCE, ``w_kd`` (½)
+    the distillation terms, ``temperature`` is the InfoNCE τ of SimCSE and of ``L_unif``.
     """
 
     method = "SAMD"
-    w_task: float = 0.0  # SimCSE off (see results/bench-dev/README.md)
-    w_kd: float = 1.0  # the distillation terms carry the loss
+    w_task: float = 0.0  # SimCSE off: L_unif does its job in one pass (dev finding 25)
+    w_kd: float = 0.5  # with λ_span = λ_unif = 1: ½·L_span + ½·L_unif (CDM's ½ : ½ mix)
     target: str = "auto"  # L_point's target: auto | prefix (t_{:m}) | projection (P s → t)
     center: bool = True  # subtract the teacher's corpus-mean embedding from the targets
     min_dim: int = 32  # smallest student prefix of the halving series (384 → 384 … 48)
     dims: list[int] | None = None  # explicit student prefixes; None → halving_dims(D_s, min_dim)
     lambda_point: float = 0.0  # weight of L_point; off by default (module docstring: dev study)
-    lambda_sim: float = 3.0  # weight of L_sim inside L_rel (relational.py explains 3 : 1)
-    lambda_resim: float = 1.0  # weight of L_resim inside L_rel
+    lambda_sim: float = 0.0  # weight of L_sim inside L_rel (off: findings 21, 25, 27; Jasper: 3)
+    lambda_resim: float = 0.0  # weight of L_resim inside L_rel (off; Jasper: 1)
     margin: float = 0.015  # L_resim's margin (Jasper)
     max_pairs: int | None = 2048  # L_resim's cap on in-batch pairs (exact for B ≤ 64)
     lambda_span: float = 1.0  # weight of L_span (0 switches it off)
-    lambda_unif: float = 0.0  # weight of L_unif, SimCSE's negatives in one pass (0: off)
+    lambda_unif: float = 1.0  # weight of L_unif, SimCSE's negatives in one pass (finding 25)
     unif_prefixes: bool = False  # L_unif at every student prefix m (Σ_m w_m, as L_rel)
     span_distance: str = "mse"  # L_span's distance: mse (CDM's; dev finding 13) | cosine
     span_norm: bool = False  # MSE span term ÷ σ̄²_t, the teacher states' variance (scale-free)
@@ -209,8 +206,9 @@ class SAMDParams(DistillParams):
 class SAMDLoss(Objective):
     """SAMD objective around a student; owns its student-side heads (never saved with it).
 
-    ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM])``
-    (module docstring). The student runs once per step unless ``w_task > 0``.
+    ``L = w_task·InfoNCE(s¹, s²) + w_kd·(λ_point·L_point + L_rel + λ_span·L_span + λ_unif·L_unif
+    [+ λ_sam·L_SAM])``; by default ``½·L_span + ½·L_unif`` (module docstring). The student runs
+    once per step unless ``w_task > 0``.
 
     Args:
         student: the encoder being trained (eager attention only for ``use_sam``).
@@ -232,14 +230,16 @@ class SAMDLoss(Objective):
     The batch (``DistillDataset.collate`` on the teacher cache) holds ``input_ids`` /
     ``attention_mask`` (B, T_s) and ``t_pooled`` (B, D_t); for L_span ``t_hidden``
     (B, T_t, H_t), ``s_group`` (B, T_s), ``t_group`` (B, T_t); for L_SAM ``s_real``,
-    ``t_real``, ``t_attn`` (B, L, T_t, T_t), ``overlap``. Logs: ``loss``, ``point``, ``sim``,
-    ``resim``, ``span`` (and ``task``, ``unif``, ``sam`` when those are on).
+    ``t_real``, ``t_attn`` (B, L, T_t, T_t), ``overlap``. Logs: ``loss``, ``span``, ``unif`` by
+    default, and ``point``, ``sim``, ``resim``, ``task``, ``sam`` when those are on.
 
     References:
         Reimers & Gurevych, EMNLP 2020, https://arxiv.org/abs/2004.09813; Zhang et al.,
         "Jasper and Stella", 2024, https://arxiv.org/abs/2412.19048; Kusupati et al.,
         "Matryoshka Representation Learning", NeurIPS 2022, https://arxiv.org/abs/2205.13147;
-        SAMD (this project) for the span groups.
+        Gao et al., "SimCSE", EMNLP 2021, https://arxiv.org/abs/2104.08821 and Wang & Isola,
+        ICML 2020, https://arxiv.org/abs/2005.10242 (L_unif); SAMD (this project) for the span
+        groups.
 
     Example:
         >>> objective = SAMDLoss(student, 768, teacher_matryoshka_dims=(768, 512, 256, 128))
@@ -462,7 +462,7 @@ class SAMDLoss(Objective):
     def kd_terms(
         self, out: Outputs, batch: dict[str, torch.Tensor], step: int, total_steps: int
     ) -> tuple[torch.Tensor, Logged]:
-        """``λ_point·L_point + L_rel + λ_span·L_span [+ λ_sam·L_SAM]``; logs every term."""
+        """``λ_point·L_point + L_rel + λ_span·L_span + λ_unif·L_unif [+ λ_sam·L_SAM]``, logged."""
         p, s, t = self.params, out["sentence_embedding"], batch["t_pooled"]  # (B, D_s), (B, D_t)
         if t.shape[-1] != self.teacher_dim:
             raise ValueError(
