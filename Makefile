@@ -241,6 +241,12 @@ bench-dev:
 	  --param lr=1e-4 --seeds 0 1 $(UNIF)
 	# Finding 26: the same on minilm-l3 (lr 1e-4, α = 1).
 	$(DEV3T) --methods SAMD --tag s1000-lr1e-4-no-wise-unif --seeds 0 1 $(UNIF)
+	# Finding 27: the same mix on the demo pair (e5-small → minilm-l3); then SAMD's default.
+	$(DEVE5) --tag s300-unif $(UNIF)
+	# Finding 28: L_unif summed over the student's Matryoshka prefixes.
+	$(DEV) --methods SAMD --tag s1000-span-mse-unif-prefixes-lr1e-4 --param max_steps=1000 \
+	  --param lr=1e-4 --seeds 0 1 \
+	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_kd": 0.5, "lambda_unif": 1, "unif_prefixes": true}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
