@@ -168,9 +168,9 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
         "--batch-size",
         "8",
         "--variant",
-        "SAMD+unif",
+        "SAMD+rel",
         "SAMD",
-        '{"lambda_unif": 1, "lambda_sim": 0}',
+        '{"lambda_unif": 0, "lambda_sim": 3, "lambda_resim": 1}',
         "--output",
         str(out),
     ]
@@ -178,7 +178,7 @@ def test_bench_script_smoke(tiny_dirs, tmp_path):
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
-    expected = {"SimCSE", "SAMD (live teacher)", "SAMD+unif (cache)"}
+    expected = {"SimCSE", "SAMD (live teacher)", "SAMD+rel (cache)"}
     expected |= {f"{m} (cache)" for m in methods}
     assert set(report["steps"]) == expected
     ref = report["steps"]["SimCSE"]
