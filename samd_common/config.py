@@ -224,10 +224,10 @@ PRESETS: dict[str, Preset] = {
     # for the teacher's reference evaluation). e5-small → minilm-l3 (all-MiniLM-L6-v2's first 3
     # layers: a student with a real gap to close, 9.4 points in-domain on this protocol, where
     # minilm-l6 is within 1 point of e5-small), 4,800 clean texts, 300 steps at lr 1e-4: with
-    # SAMD's defaults avg ID 66.73 → 67.80 / OOD 54.71 → 58.96 @384 and 61.02 → 65.75 /
-    # 49.30 → 58.79 @96 (teacher 76.13 / 73.67 and 73.24 / 70.19); at lr 2e-5 the same run
-    # changed avg ID by −0.39 @384 (probes in results/demo/README.md). Eval capped at 1,000 fit /
-    # 500 test rows. SKD: 2,000 training texts per MTEB task, k-means clustering, test split only.
+    # SAMD's defaults (½·L_span + ½·L_unif) avg ID 66.73 → 68.32 / OOD 54.71 → 61.34 @384 and
+    # 61.02 → 66.07 / 49.30 → 59.72 @96 (teacher 76.13 / 73.67 and 73.24 / 70.19); at lr 2e-5 an
+    # earlier SAMD changed avg ID by −0.39 @384 (probes in results/demo/README.md). Eval capped at
+    # 1,000 fit / 500 test rows. SKD: 2,000 training texts per MTEB task, k-means, test split only.
     "demo": Preset(
         teacher="e5-small",
         student="minilm-l3",
@@ -237,8 +237,8 @@ PRESETS: dict[str, Preset] = {
         batch_size=32,
         lr=1e-4,
         # The whole update (α = 1), not SAMD's default ½: on this far-apart pair distillation
-        # gains on every family, and the half-way student keeps about half of it (avg ID 67.42
-        # / OOD 57.91 at ½ vs 67.80 / 58.96; results/demo/README.md).
+        # gains on every family, and the half-way student keeps about half of it (the relational
+        # SAMD: avg ID 67.42 / OOD 57.91 at ½ vs 67.80 / 58.96 at 1; results/demo/README.md).
         train={"max_steps": 300, "interpolate": 1.0},
         max_train=1000,
         max_test=500,
