@@ -247,6 +247,17 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-span-mse-unif-prefixes-lr1e-4 --param max_steps=1000 \
 	  --param lr=1e-4 --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_kd": 0.5, "lambda_unif": 1, "unif_prefixes": true}'
+	# Finding 29: the default's ablations — α (θ₁ of a run that keeps the whole update, rescored;
+	# here taken from the test runs' checkpoints, the same training), L_span, L_unif.
+	mkdir -p results/bench-dev/wise-unif
+	test -f results/bench-dev/wise-unif/SAMD-a0.75-seed1.json || \
+	  $(DEV) --methods SAMD --tag s1000-unif-no-wise --param interpolate=1 --seeds 0 1
+	for s in 0 1; do for a in 0.25 0.75; do test -f results/bench-dev/wise-unif/SAMD-a$$a-seed$$s.json || \
+	  $(EVAL) --interpolate-from minilm-l6 --alpha $$a --split dev --dims 384 96 \
+	  --model $(RUNS)/bench-dev/SAMD+s1000-unif-no-wise/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
+	  --output results/bench-dev/wise-unif/SAMD-a$$a-seed$$s.json; done; done
+	$(DEV) --methods SAMD --tag s1000-unif-no-span --seeds 0 1 --param 'params={"lambda_span": 0}'
+	$(DEV) --methods SAMD --tag s1000-unif-no-unif --seeds 0 1 --param 'params={"lambda_unif": 0}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
 
 lint: setup
