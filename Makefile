@@ -121,6 +121,8 @@ bench:
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
 	# SAMD at CDM's recipe: SimCSE's two-pass InfoNCE at ½ in place of L_unif (dev finding 24)
 	$(L6) --methods SAMD --tag simcse --seeds 0 1 2 --param 'params={"lambda_unif": 0, "w_task": 0.5}'
+	# SAMD without L_unif (½·L_span alone; dev finding 29 found it level on minilm-l6's dev protocol)
+	$(L6) --methods SAMD --tag no-unif --seeds 0 1 --param 'params={"lambda_unif": 0}'
 	$(PY) scripts/collect_results.py results/bench/runs --out results/bench --dims 384 96 --curves
 	$(PY) scripts/collect_results.py results/bench/l3/runs --out results/bench/l3 --dims 384 96 --curves
 
