@@ -196,7 +196,7 @@ METHODS: dict[str, MethodSpec] = {
                 "After training the student keeps half of its update, θ₀ + ½(θ − θ₀) (WiSE-FT "
                 "weight interpolation with its starting point): +0.4 points in-domain on dev. "
                 "On the bench test sweep (minilm-l6, 3 seeds): 49 % of the teacher–student gap "
-                "in-domain, 24 % out of domain, at 1.02× the pointwise baseline's step."
+                "in-domain, 24 % out of domain, at 1.01× the pointwise baseline's step."
             ),
             citation=samd.CITATION,
             ours=True,
