@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar=("LABEL", "METHOD", "JSON"),
         help="also time METHOD with these params as 'LABEL (cache)', e.g. SAMD+simcse SAMD "
-        "'{\"lambda_unif\": 0, \"w_task\": 0.5}' (repeatable)",
+        '\'{"lambda_unif": 0, "w_task": 0.5}\' (repeatable)',
     )
     p.add_argument("--no-live", action="store_true", help="skip the live-teacher SAMD row")
     p.add_argument("--output", type=Path, default=Path("bench.json"))

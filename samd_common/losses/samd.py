@@ -39,7 +39,8 @@ Each part's place and weight was decided on the benchmark's dev protocol
   gained on the STS tasks (finding 24) but doubles the step; L_unif keeps the gain (+0.13 ± 0.08
   avg ID over SimCSE on dev; on test +0.11 ± 0.05, three seeds) at 1.01× the pointwise step.
   Against the span term alone (finding 29) it is +0.05 ± 0.11 avg ID, −0.65 ± 0.15 OOD on
-  minilm-l6's dev protocol, +0.61 ± 0.15 on minilm-l3 and +3.7 with e5-small: it is kept for the
+  minilm-l6's dev protocol (+0.06 ± 0.07 / +0.26 ± 0.11 on test, two seeds), +0.61 ± 0.15 on
+  minilm-l3 and +3.7 with e5-small: it is kept for the
   pairs whose span term alone is weak. Without L_span (L_unif alone) SAMD falls below the
   undistilled student (−3.71 ± 0.23 avg ID against the default): the span term distils.
 * ``L_rel`` — Jasper's relational terms at every student prefix: the in-batch cosine matrix of
