@@ -109,15 +109,18 @@ def test_default_loss_is_the_sum_of_its_terms_in_one_pass(student, forward_calls
     unif = info_nce(s, s, 0.07)
     assert loss.item() == pytest.approx(0.5 * (span + unif).item(), rel=1e-5)
     t = t - t.mean(0)  # centred; without a corpus mean, the batch's
-    for extra, term in (
-        ({"lambda_point": 1.0}, prefix_pointwise_loss(s, t, DIMS)),
-        ({"lambda_sim": 3.0, "lambda_resim": 1.0}, relational_loss(s, t, DIMS)[0]),
+    point = prefix_pointwise_loss(s, t, DIMS)
+    rel, parts = relational_loss(s, t, DIMS)  # rel = 3·sim + resim
+    for extra, term, logged in (
+        ({"lambda_point": 1.0}, point, {"point": point}),
+        ({"lambda_sim": 3.0, "lambda_resim": 1.0}, rel, parts),
     ):
         on = samd(student, **extra)
         on.span_head.load_state_dict(loss_fn.span_head.state_dict())  # same Q
         loss_on, logs_on = on(batch, step=3, total_steps=10)
+        for name, value in logged.items():
+            assert logs_on[name] == pytest.approx(value.item(), rel=1e-5), name
         assert (loss_on - loss).item() == pytest.approx(0.5 * term.item(), rel=1e-4)
-    assert logs_on["sim"] + logs_on["resim"] > 0
 
 
 def test_span_prefixes_sum_the_span_term_over_the_student_prefixes(student):
@@ -366,7 +369,7 @@ def test_unif_is_simcse_infonce_with_the_first_pass_as_its_positive(student, for
 def test_unif_prefixes_sum_l_unif_over_the_student_prefixes(student):
     """``unif_prefixes``: L_unif = Σ_m InfoNCE(s_{:m}, s_{:m}), each prefix renormalised."""
     student.eval()
-    loss_fn = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=1.0, unif_prefixes=True)
+    loss_fn = samd(student, unif_prefixes=True)  # L_unif on, L_rel off: SAMD's defaults
     batch = make_batch(student)
     with torch.no_grad():
         s = student(batch["input_ids"], batch["attention_mask"])["sentence_embedding"]
@@ -377,7 +380,7 @@ def test_unif_prefixes_sum_l_unif_over_the_student_prefixes(student):
         by_hand += (torch.logsumexp(u @ u.T / 0.07, dim=1) - 1 / 0.07).mean().item()
     assert loss_fn.params.temperature == 0.07 and len(DIMS) == 2  # the default τ
     assert logs["unif"] == pytest.approx(by_hand, rel=1e-5)
-    full_only = samd(student, lambda_sim=0.0, lambda_resim=0.0, lambda_unif=1.0)
+    full_only = samd(student)
     with torch.no_grad():
         _, logs_full = full_only(batch, step=0, total_steps=1)
     assert logs["unif"] > logs_full["unif"]  # the smaller prefix adds its own term
