@@ -8,7 +8,7 @@ MODELS ?= minilm-l6 minilm-l3 e5-small
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup models demo test lint clean cpu-bench bench bench-dev lab
+.PHONY: setup models demo test lint clean cpu-bench bench bench-dev bench-ood-dev ood-dev lab
 
 setup: .venv/.installed
 
@@ -261,6 +261,44 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-unif-no-span --seeds 0 1 --param 'params={"lambda_span": 0}'
 	$(DEV) --methods SAMD --tag s1000-unif-no-unif --seeds 0 1 --param 'params={"lambda_unif": 0}'
 	$(PY) scripts/learning_curve.py results/bench-dev/runs --out results/bench-dev
+	$(MAKE) bench-ood-dev
+
+# Finding 30: dev rows for SciTail and STS12 (data/ood_dev.py), in a folder beside the suite's
+# (same corpus, same teacher cache); the test sweep's students rescored on the three OOD dev
+# tasks, to check that they rank them as test does; then dev runs scored on them too.
+OOD_SRC ?= $(abspath $(EVAL_DIR))/../samd/multi-data
+OOD_DEV ?= $(abspath $(RUNS))/eval-ood-dev
+OODEVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 1000 --seed 0 \
+  --eval-dir $(OOD_DEV) --split dev --tasks scitail sts12 emotion --dims 384 96
+# $(call OODSCORE,student folder,output JSON[,more evaluate.py flags]), unless the JSON exists
+OODSCORE = test -f $(2) || $(OODEVAL) $(3) --model $(1) --output $(2)
+L6RUN = $(RUNS)/l6/bench/$(1)/seed$$s/$(2)-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student
+DEVRUN = $(RUNS)/bench-dev/$(1)/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student
+ODIR = results/bench-dev/ood-dev
+DEVOOD = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --methods SAMD \
+  --param eval_dir=$(OOD_DEV) --output-dir $(RUNS)/ood --archive results/bench-dev/ood/runs \
+  --param max_steps=1000
+ood-dev:
+	$(PY) scripts/ood_dev_splits.py --source $(OOD_SRC) --eval-dir $(abspath $(EVAL_DIR)) --out $(OOD_DEV)
+bench-ood-dev: ood-dev
+	mkdir -p $(ODIR)
+	$(call OODSCORE,minilm-l6,$(ODIR)/undistilled.json)
+	$(call OODSCORE,embeddinggemma-300m,$(ODIR)/teacher.json)
+	for s in 0 1 2; do \
+	  for t in SAMD SAMD+rel SAMD+no-unif SAMD+simcse; do test ! -d $(call L6RUN,$$t,SAMD) || \
+	    $(call OODSCORE,$(call L6RUN,$$t,SAMD),$(ODIR)/$$t-seed$$s.json); done; \
+	  for t in MinED MinED+lr1e-4; do \
+	    $(call OODSCORE,$(call L6RUN,$$t,MinED),$(ODIR)/$$t-seed$$s.json); \
+	    $(call OODSCORE,$(call L6RUN,$$t,MinED),$(ODIR)/$$t-a0.5-seed$$s.json,--interpolate-from minilm-l6 --alpha 0.5); done; \
+	done
+	for s in 0 1; do \
+	  for t in SAMD+s1000-unif-no-span SAMD+s1000-span-mse-unif-prefixes-lr1e-4; do \
+	    $(call OODSCORE,$(call DEVRUN,$$t),$(ODIR)/$$t-seed$$s.json); done; \
+	  for a in 0.25 0.75 1; do $(call OODSCORE,$(call DEVRUN,SAMD+s1000-unif-no-wise),$(ODIR)/SAMD-a$$a-seed$$s.json,--interpolate-from minilm-l6 --alpha $$a); done; \
+	done
+	# SAMD with teacher-neighbour batches (TrainConfig.neighbours), scored on the OOD dev rows too
+	$(DEVOOD) --tag s1000-nb8 --param neighbours=8
+	$(DEVOOD) --tag s1000-rel-nb8 --param neighbours=8 --param 'params={"lambda_sim": 3, "lambda_resim": 1}'
 
 lint: setup
 	$(PY) -m ruff check .

@@ -127,7 +127,8 @@ class EvalConfig:
     split: str = "test"
     """``"test"``: score the test splits. ``"dev"``: the dev protocol (``data.holdout``): each
     task's dev split, else a fixed held-out slice of its train split (Banking77, MRPC), and no
-    score for tasks with neither (SciTail, STS12); never a test row."""
+    score for tasks with neither (SciTail, STS12, unless the folder adds dev rows for them:
+    ``data.ood_dev``); never a test row."""
     holdout: bool = False
     """Keep the held-out dev slices (``data.holdout``) out of a run's corpus in test mode too,
     so one corpus serves dev and test runs (always on with ``split="dev"``)."""
@@ -313,7 +314,9 @@ PRESETS: dict[str, Preset] = {
 # task's dev split; Banking77 and MRPC (no dev split) a fixed held-out slice of train (998 /
 # 815 rows, stratified for Banking77), kept out of the corpus and the classifier's fit rows;
 # SciTail and STS12 have only a test split, so they have no dev score: OOD dev = Emotion's dev
-# split alone, SciTail/STS12 are read on test only (data/holdout.py).
+# split alone, SciTail/STS12 are read on test only (data/holdout.py) — unless eval_dir is the
+# folder of scripts/ood_dev_splits.py, which adds leakage-free dev rows for both from the seed
+# paper's validation files and leaves the corpus as it is (data/ood_dev.py; `make ood-dev`).
 # max_length 96, from the token lengths (scripts/token_lengths.py; prompt and special tokens
 # counted): 96 tokens keep 100.00 % (MiniLM) / 99.99 % (EmbeddingGemma) of the 31,254 corpus
 # texts whole. 64 would be the smallest with ≥ 99 % (99.92 % / 99.80 %), but max_length also

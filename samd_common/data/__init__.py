@@ -2,6 +2,8 @@
 
 * :mod:`~samd_common.data.tasks` — ``TASKS`` (one ``TaskSpec`` per task) and validated CSV loading;
 * :mod:`~samd_common.data.corpus` — the leakage-free corpus builder, its audit and loader;
+* :mod:`~samd_common.data.holdout` — the dev protocol's rows (dev splits, held-out train slices);
+* :mod:`~samd_common.data.ood_dev` — dev rows for SciTail and STS12 from the seed paper's files;
 * :mod:`~samd_common.data.demo` — tiny synthetic data in the canonical layout (smoke runs, tests);
 * :mod:`~samd_common.data.user_tasks` — a user's own tasks from CSV files and a family, and task
   lists as a CLI flag or notebook parameter gives them (``"stsb;my_eval:sts"``).

@@ -12,7 +12,9 @@ Design decisions (budget, learning rate, loss weights) are made on dev rows, nev
   drawn with the fixed :data:`HOLDOUT_SEED` and stratified by label for classification — and
   fitted on the rest of that train split (the slice never enters the classifier's fit rows);
 * a task with neither (SciTail, STS12: test only) has no leakage-free dev rows and is left out,
-  so the dev OOD average is Emotion's dev score alone; those tasks are reported on test only.
+  so the dev OOD average is Emotion's dev score alone — unless the evaluation folder is the one
+  :mod:`~samd_common.data.ood_dev` builds, which gives both a dev split from the seed paper's
+  validation files (every pair sharing a sentence with the suite's files dropped).
 
 The slice depends on nothing but the split's rows (not on the run, its seed or the evaluation
 seed), so the corpus builder can keep exactly these rows out of the distillation corpus
@@ -101,5 +103,8 @@ def dev_view(task: TaskData) -> TaskData | None:
 
 
 def dev_tasks(tasks: list[TaskData]) -> list[TaskData]:
-    """:func:`dev_view` of every task that has dev rows, in order (SciTail, STS12 drop out)."""
+    """:func:`dev_view` of every task that has dev rows, in order.
+
+    SciTail and STS12 drop out, unless the folder of ``data.ood_dev`` gives them dev rows.
+    """
     return [view for task in tasks if (view := dev_view(task)) is not None]

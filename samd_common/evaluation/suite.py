@@ -11,7 +11,8 @@ Matryoshka dim by truncating and re-normalising those vectors (no re-encoding):
 ``cfg.split`` chooses the rows scored: ``"test"`` the test splits; ``"dev"`` the dev protocol of
 ``data.holdout`` — each task's dev split, else a fixed held-out slice of its train split
 (Banking77, MRPC; the classifier fits on the rest), and no score for a task with neither
-(SciTail, STS12), so no test row is ever read.
+(SciTail, STS12 — the folder of ``data.ood_dev`` gives them dev rows), so no test row is ever
+read.
 
 All scores are ×100. Keys are flat and stable: ``"stsb/spearman@256"``, ``"avg/sts/id@256"``.
 
