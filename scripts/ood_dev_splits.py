@@ -20,15 +20,20 @@ from pathlib import Path
 from samd_common.data.ood_dev import build_ood_dev
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Build the folder and log what each dev split kept."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--source", type=Path, required=True, help="samd/multi-data folder")
     p.add_argument("--eval-dir", type=Path, required=True, help="the suite's task CSV folder")
     p.add_argument("--out", type=Path, required=True, help="folder to write (links + dev CSVs)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the folder and log what each dev split kept."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = build_ood_dev(args.source, args.eval_dir, args.out.expanduser())
     logging.getLogger("ood_dev_splits").info("rows per task: %s", json.dumps(report))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -94,3 +97,15 @@ def test_bad_inputs_say_how_to_fix_them(tmp_path, eval_dir):
         build_ood_dev(_source(tmp_path, eval_dir), eval_dir, eval_dir)
     with pytest.raises(ValueError, match="pair/STS tasks"):
         ood_dev_rows(eval_dir / "emotion_dev.csv", "emotion", set())
+
+
+def test_the_script_builds_the_folder(tmp_path, eval_dir, caplog):
+    path = Path(__file__).resolve().parents[1] / "scripts" / "ood_dev_splits.py"
+    spec = importlib.util.spec_from_file_location("ood_dev_splits_cli", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    src, out = _source(tmp_path, eval_dir), tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        script.main(["--source", str(src), "--eval-dir", str(eval_dir), "--out", str(out)])
+    assert len(pd.read_csv(out / "sts12_dev.csv")) == 2
+    assert '"kept": 2' in caplog.text
