@@ -249,14 +249,12 @@ bench-dev:
 	$(DEV) --methods SAMD --tag s1000-span-mse-unif-prefixes-lr1e-4 --param max_steps=1000 \
 	  --param lr=1e-4 --seeds 0 1 \
 	  --param 'params={"lambda_sim": 0, "lambda_resim": 0, "w_kd": 0.5, "lambda_unif": 1, "unif_prefixes": true}'
-	# Finding 29: the default's ablations — α (θ₁ of a run that keeps the whole update, rescored;
-	# here taken from the test runs' checkpoints, the same training), L_span, L_unif.
+	# Finding 29: the default's ablations — α (θ₁ from the last checkpoint of the test sweep's SAMD
+	# runs, `make bench`: the same training as a dev run, rescored at other α), L_span, L_unif.
 	mkdir -p results/bench-dev/wise-unif
-	test -f results/bench-dev/wise-unif/SAMD-a0.75-seed1.json || \
-	  $(DEV) --methods SAMD --tag s1000-unif-no-wise --param interpolate=1 --seeds 0 1
 	for s in 0 1; do for a in 0.25 0.75; do test -f results/bench-dev/wise-unif/SAMD-a$$a-seed$$s.json || \
 	  $(EVAL) --interpolate-from minilm-l6 --alpha $$a --split dev --dims 384 96 \
-	  --model $(RUNS)/bench-dev/SAMD+s1000-unif-no-wise/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student \
+	  --model $(call L6RUN,SAMD,SAMD) --checkpoint $(L6CKPT) \
 	  --output results/bench-dev/wise-unif/SAMD-a$$a-seed$$s.json; done; done
 	$(DEV) --methods SAMD --tag s1000-unif-no-span --seeds 0 1 --param 'params={"lambda_span": 0}'
 	$(DEV) --methods SAMD --tag s1000-unif-no-unif --seeds 0 1 --param 'params={"lambda_unif": 0}'
@@ -273,6 +271,8 @@ OODEVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 
 # $(call OODSCORE,student folder,output JSON[,more evaluate.py flags]), unless the JSON exists
 OODSCORE = test -f $(2) || $(OODEVAL) $(3) --model $(1) --output $(2)
 L6RUN = $(RUNS)/l6/bench/$(1)/seed$$s/$(2)-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student
+# θ₁ of the test sweep's SAMD run of seed $$s: its last checkpoint (1,000 steps = 2 epochs)
+L6CKPT = $(RUNS)/l6/bench/SAMD/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/checkpoints/epoch-2.pt
 DEVRUN = $(RUNS)/bench-dev/$(1)/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student
 ODIR = results/bench-dev/ood-dev
 DEVOOD = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --methods SAMD \
@@ -294,7 +294,7 @@ bench-ood-dev: ood-dev
 	for s in 0 1; do \
 	  for t in SAMD+s1000-unif-no-span SAMD+s1000-span-mse-unif-prefixes-lr1e-4; do \
 	    $(call OODSCORE,$(call DEVRUN,$$t),$(ODIR)/$$t-seed$$s.json); done; \
-	  for a in 0.25 0.75 1; do $(call OODSCORE,$(call DEVRUN,SAMD+s1000-unif-no-wise),$(ODIR)/SAMD-a$$a-seed$$s.json,--interpolate-from minilm-l6 --alpha $$a); done; \
+	  for a in 0.25 0.75 1; do $(call OODSCORE,$(call L6RUN,SAMD,SAMD),$(ODIR)/SAMD-a$$a-seed$$s.json,--checkpoint $(L6CKPT) --interpolate-from minilm-l6 --alpha $$a); done; \
 	done
 	# SAMD with teacher-neighbour batches (TrainConfig.neighbours), scored on the OOD dev rows too
 	$(DEVOOD) --tag s1000-nb8 --param neighbours=8 --seeds 0 1

@@ -11,6 +11,10 @@ r"""Evaluate one model with either protocol and write a results JSON (e.g. a tea
     # a distilled student interpolated with its starting point (WiSE-FT, models/merge.py):
     # θ₀ + α·(θ₁ − θ₀), α = 1 the trained student
     python scripts/evaluate.py --model RUN/student --interpolate-from minilm-l6 --alpha 0.5 ...
+    # θ₁ of a run that saved an interpolated student (SAMD, α = ½) is in its last checkpoint:
+    # score another α without training again (training/checkpoints.py)
+    python scripts/evaluate.py --model RUN/student --checkpoint RUN/checkpoints/epoch-2.pt \
+        --interpolate-from minilm-l6 --alpha 0.75 ...
 
     # your own tasks (CSV files and a family; data/user_tasks.py), alone or next to built-ins
     python scripts/evaluate.py --model minilm-l6 --user-tasks my_eval:sts [--tasks stsb]
@@ -44,6 +48,7 @@ from samd_common.models import load_encoder
 from samd_common.models.merge import interpolate_encoder
 from samd_common.models.tiny import resolve_model
 from samd_common.reporting.results import RunRecord, format_table, record_results
+from samd_common.training.checkpoints import load_student_state
 
 log = logging.getLogger("evaluate")
 USER_ERRORS = (DataError, ValueError, KeyError, OSError)  # bad input: one line, no traceback
@@ -113,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model --model was trained from: score θ₀ + α·(θ₁ − θ₀) (WiSE-FT) instead",
     )
     p.add_argument("--alpha", type=float, default=1.0, help="with --interpolate-from (default 1)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="PT",
+        help="a run's checkpoints/epoch-N.pt: score the student weights saved there (θ₁, "
+        "before the run's interpolation) in --model, the run's student folder",
+    )
     p.add_argument("--batch-size", type=count(1), default=64)
     p.add_argument(
         "--max-length", type=count(1), help="tokens per text (default: 256 or the model's limit)"
@@ -164,6 +175,7 @@ def evaluate_on_suite(args, encoder) -> RunRecord:
     config["eval_dir"] = str(eval_dir) if eval_dir else None
     if args.interpolate_from:
         config["interpolate"] = {"from": args.interpolate_from, "alpha": args.alpha}
+    config["checkpoint"] = args.checkpoint
     return RunRecord(
         "eval",
         args.model,
@@ -230,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_arguments(args)
         encoder = load_encoder(resolve_model(args.model), device=args.device)
+        if args.checkpoint:
+            load_student_state(encoder, args.checkpoint)
+            log.info("student weights from %s", args.checkpoint)
         if args.interpolate_from:
             base = load_encoder(resolve_model(args.interpolate_from), device=args.device)
             interpolate_encoder(encoder, base, args.alpha)

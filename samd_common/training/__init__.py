@@ -4,6 +4,7 @@
 * :mod:`~samd_common.training.batching` — ``DistillDataset``: student tokens + cached teacher
   outputs + cross-tokenizer alignment per batch;
 * :mod:`~samd_common.training.loop` — ``train(method, dataset, cfg)`` for every method;
+* :mod:`~samd_common.training.checkpoints` — the trained student (θ₁) read back from a checkpoint;
 * :mod:`~samd_common.training.history` — its per-step logs and the thinned curve a run records;
 * :mod:`~samd_common.training.bench` — step costs measured side by side (``scripts/bench.py``).
 """
