@@ -297,7 +297,7 @@ bench-ood-dev: ood-dev
 	  for a in 0.25 0.75 1; do $(call OODSCORE,$(call L6RUN,SAMD,SAMD),$(ODIR)/SAMD-a$$a-seed$$s.json,--checkpoint $(L6CKPT) --interpolate-from minilm-l6 --alpha $$a); done; \
 	done
 	# SAMD with teacher-neighbour batches (TrainConfig.neighbours), scored on the OOD dev rows too
-	$(DEVOOD) --tag s1000-nb8 --param neighbours=8 --seeds 0 1
+	$(DEVOOD) --tag s1000-nb8 --param neighbours=8
 	$(DEVOOD) --tag s1000-rel-nb8 --param neighbours=8 --param 'params={"lambda_sim": 3, "lambda_resim": 1}'
 
 lint: setup
