@@ -119,6 +119,9 @@ bench:
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
 	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
 	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
+	# the same control for CDM (the other token-level baseline): lr 1e-4, α = 1 and scored at ½
+	$(L6) --methods CDM --tag lr1e-4 --param lr=1e-4 --seeds 0 1
+	for s in 0 1; do $(call HALF,$(RUNS)/l6/bench/CDM+lr1e-4/seed$$s/CDM-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/CDM-lr1e-4-a0.5-seed$$s.json); done
 	# SAMD at CDM's recipe: SimCSE's two-pass InfoNCE at ½ in place of L_unif (dev finding 24)
 	$(L6) --methods SAMD --tag simcse --seeds 0 1 2 --param 'params={"lambda_unif": 0, "w_task": 0.5}'
 	# SAMD without L_unif (½·L_span alone; dev finding 29 found it level on minilm-l6's dev protocol)
