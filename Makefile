@@ -74,7 +74,9 @@ cpu-bench:
 BENCH = $(PY) scripts/run_experiments.py --preset bench --param eval_dir=$(abspath $(EVAL_DIR))
 # The bench/bench-dev evaluation alone (capped, fixed subsample), for students scored outside a
 # run: WiSE-FT interpolations (--interpolate-from, --alpha) and the dev teacher row.
-EVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 1000 --seed 0 \
+# the bench protocol's evaluation (capped rows, one subsample), as every run scores itself
+EVAL_PROTOCOL = --max-length 96 --max-train 1000 --max-test 1000 --seed 0
+EVAL = $(PY) scripts/evaluate.py $(EVAL_PROTOCOL) \
   --eval-dir $(abspath $(EVAL_DIR))
 # A minilm-l6 student scored at α = ½ (WiSE-FT, as SAMD), unless its JSON exists:
 # $(call HALF,student folder,output JSON[,more evaluate.py flags])
@@ -108,7 +110,7 @@ bench:
 	# its students at α = ½ (WiSE-FT, as SAMD), beside CDM's (wise/CDM-a0.5.json, bench-dev's)
 	$(L6) --methods MinED --seeds 1 2
 	mkdir -p results/bench/wise
-	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-a0.5-seed$$s.json); done
+	for s in 0 1 2; do $(call HALF,$(call L6RUN,MinED,MinED),results/bench/wise/MinED-a0.5-seed$$s.json); done
 	$(L3) --methods SAMD Relational EmbedDistill CDM --seeds 1 2
 	# SAMD's previous default on minilm-l3 (L_rel, no L_unif), and with LP-FT: L_span's head fit by
 	# ridge first (dev findings 19, 21)
@@ -118,10 +120,10 @@ bench:
 	$(L6) --methods SAMD --tag rel --seeds 0 1 2 --param 'params={$(REL)}'
 	# its control: MinED at lr 1e-4, at its default α = 1 and scored at α = ½ (3 seeds, paired)
 	$(L6) --methods MinED --tag lr1e-4 --param lr=1e-4 --seeds 0 1 2
-	for s in 0 1 2; do $(call HALF,$(RUNS)/l6/bench/MinED+lr1e-4/seed$$s/MinED-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
+	for s in 0 1 2; do $(call HALF,$(call L6RUN,MinED+lr1e-4,MinED),results/bench/wise/MinED-lr1e-4-a0.5-seed$$s.json); done
 	# the same control for CDM (the other token-level baseline): lr 1e-4, α = 1 and scored at ½
 	$(L6) --methods CDM --tag lr1e-4 --param lr=1e-4 --seeds 0 1
-	for s in 0 1; do $(call HALF,$(RUNS)/l6/bench/CDM+lr1e-4/seed$$s/CDM-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student,results/bench/wise/CDM-lr1e-4-a0.5-seed$$s.json); done
+	for s in 0 1; do $(call HALF,$(call L6RUN,CDM+lr1e-4,CDM),results/bench/wise/CDM-lr1e-4-a0.5-seed$$s.json); done
 	# SAMD at CDM's recipe: SimCSE's two-pass InfoNCE at ½ in place of L_unif (dev finding 24)
 	$(L6) --methods SAMD --tag simcse --seeds 0 1 2 --param 'params={"lambda_unif": 0, "w_task": 0.5}'
 	# SAMD without L_unif (½·L_span alone; dev finding 29 found it level on minilm-l6's dev protocol)
@@ -269,13 +271,14 @@ bench-dev:
 # tasks, to check that they rank them as test does; then dev runs scored on them too.
 OOD_SRC ?= $(abspath $(EVAL_DIR))/../samd/multi-data
 OOD_DEV ?= $(abspath $(RUNS))/eval-ood-dev
-OODEVAL = $(PY) scripts/evaluate.py --max-length 96 --max-train 1000 --max-test 1000 --seed 0 \
-  --eval-dir $(OOD_DEV) --split dev --tasks scitail sts12 emotion --dims 384 96
+OODEVAL = $(PY) scripts/evaluate.py $(EVAL_PROTOCOL) --eval-dir $(OOD_DEV) --split dev --tasks scitail sts12 emotion --dims 384 96
 # $(call OODSCORE,student folder,output JSON[,more evaluate.py flags]), unless the JSON exists
 OODSCORE = test -f $(2) || $(OODEVAL) $(3) --model $(1) --output $(2)
-L6RUN = $(RUNS)/l6/bench/$(1)/seed$$s/$(2)-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/student
+# $(call L6RUN,label,method): the student of a minilm-l6 bench run of seed $$s (a shell loop's)
+L6DIR = $(RUNS)/l6/bench/$(1)/seed$$s/$(2)-embeddinggemma-300m-to-minilm-l6-bench-seed$$s
+L6RUN = $(call L6DIR,$(1),$(2))/student
 # θ₁ of the test sweep's SAMD run of seed $$s: its last checkpoint (1,000 steps = 2 epochs)
-L6CKPT = $(RUNS)/l6/bench/SAMD/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-seed$$s/checkpoints/epoch-2.pt
+L6CKPT = $(call L6DIR,SAMD,SAMD)/checkpoints/epoch-2.pt
 DEVRUN = $(RUNS)/bench-dev/$(1)/seed$$s/SAMD-embeddinggemma-300m-to-minilm-l6-bench-dev-seed$$s/student
 ODIR = results/bench-dev/ood-dev
 DEVOOD = $(PY) scripts/run_experiments.py --preset bench-dev --seeds 0 --methods SAMD \

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from readme_checks import load_script
 from torch import nn
 
 from samd_common.data.demo import synthetic_sentences
@@ -75,9 +75,7 @@ def test_a_file_that_is_no_checkpoint_or_no_student_is_a_clear_error(trained, tm
 
 
 def test_evaluate_scores_the_checkpoint_weights(trained, tmp_path, demo_dir):
-    spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_script(SCRIPT)
     method, ckpt, folder = trained
     save_encoder(method.student, tmp_path / "theta1")
     common = ["--eval-dir", str(demo_dir), "--tasks", "stsb", "--max-test", "20", "--device", "cpu"]

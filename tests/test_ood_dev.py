@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from readme_checks import load_script
 
 from samd_common.data.corpus import build_corpus
 from samd_common.data.holdout import dev_view
@@ -100,10 +100,7 @@ def test_bad_inputs_say_how_to_fix_them(tmp_path, eval_dir):
 
 
 def test_the_script_builds_the_folder(tmp_path, eval_dir, caplog):
-    path = Path(__file__).resolve().parents[1] / "scripts" / "ood_dev_splits.py"
-    spec = importlib.util.spec_from_file_location("ood_dev_splits_cli", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(Path(__file__).resolve().parents[1] / "scripts" / "ood_dev_splits.py")
     src, out = _source(tmp_path, eval_dir), tmp_path / "out"
     with caplog.at_level(logging.INFO):
         script.main(["--source", str(src), "--eval-dir", str(eval_dir), "--out", str(out)])

@@ -40,10 +40,11 @@ OOD_DEV_FILES = {"scitail": "scitail_validation.csv", "sts12": "sts12_validation
 
 def folder_sentences(eval_dir: Path) -> set[str]:
     """Normalised sentences of every CSV in ``eval_dir`` (every text column of every split)."""
+    columns = {c for spec in TASKS.values() for c in spec.text_columns}  # text, sentence1, 2
     out: set[str] = set()
     for path in sorted(eval_dir.glob("*.csv")):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        for column in ("text", "sentence1", "sentence2"):
+        for column in sorted(columns):
             if column in frame:
                 out.update(frame[column].map(normalize_text))
     return out
